@@ -1,0 +1,442 @@
+//! The `Engine`: ragd's use cases (collections, documents, jobs, search) over the traits. The HTTP
+//! layer and the CLI call it; it never sees a request or a socket.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, broadcast, mpsc};
+
+use crate::catalog::{Catalog, IdempotencyKey, JobCreated};
+use crate::chunk::ChunkingConfig;
+use crate::embed::{EmbedKind, Embedder, TokenCounter};
+use crate::error::{Error, Result};
+use crate::ids::content_hash;
+use crate::parse::{SourceKind, parse};
+use crate::settings::Settings;
+use crate::store::{StoreQuery, VectorStore};
+use crate::types::*;
+
+/// Longest document id accepted (ids end up in URLs and payloads).
+const MAX_DOC_ID_LEN: usize = 512;
+/// Longest query accepted, in bytes; longer ones are truncated by the embedder anyway.
+const MAX_QUERY_BYTES: usize = 8 * 1024;
+
+/// What a client sends to create a collection.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NewCollection {
+    pub name: String,
+    #[serde(default)]
+    pub chunking: Option<ChunkingConfig>,
+    /// Must name the server's embedder when given (one embedder per server for now).
+    #[serde(default)]
+    pub embedder: Option<String>,
+    #[serde(default)]
+    pub generator: Option<String>,
+}
+
+/// A collection with its live counts.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CollectionInfo {
+    #[serde(flatten)]
+    pub record: CollectionRecord,
+    pub documents: u64,
+    pub chunks: u64,
+}
+
+/// A document handed to `submit`, before parsing.
+#[derive(Debug, Clone)]
+pub struct NewDocument {
+    pub id: Option<String>,
+    pub title: Option<String>,
+    pub metadata: Metadata,
+    pub body: DocumentBody,
+}
+
+#[derive(Debug, Clone)]
+pub enum DocumentBody {
+    Text(String),
+    File { filename: Option<String>, content_type: Option<String>, bytes: Vec<u8> },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SearchRequest {
+    pub query: String,
+    #[serde(default)]
+    pub top_k: Option<usize>,
+    #[serde(default)]
+    pub mode: SearchMode,
+    #[serde(default)]
+    pub filter: Option<SearchFilter>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SearchResponse {
+    pub results: Vec<ChunkHit>,
+    /// What this response had to do without (`embedder`: lexical results only).
+    pub degraded: Vec<String>,
+    pub timings: SearchTimings,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SearchTimings {
+    pub embed_ms: f64,
+    pub search_ms: f64,
+}
+
+/// The parts an engine is made of; the binary builds them from `Settings`, tests from fakes or real ones.
+pub struct Parts {
+    pub settings: Arc<Settings>,
+    pub catalog: Arc<dyn Catalog>,
+    pub store: Arc<dyn VectorStore>,
+    pub embedder: Arc<dyn Embedder>,
+    pub tokens: Arc<dyn TokenCounter>,
+}
+
+pub struct Engine {
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) catalog: Arc<dyn Catalog>,
+    pub(crate) store: Arc<dyn VectorStore>,
+    pub(crate) embedder: Arc<dyn Embedder>,
+    pub(crate) tokens: Arc<dyn TokenCounter>,
+    pub(crate) queue: mpsc::UnboundedSender<String>,
+    queue_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    /// Finished job ids, for `wait=true` callers.
+    pub(crate) finished: broadcast::Sender<String>,
+    /// Serialises writes per collection: a job's upsert+commit, a document delete, a collection drop.
+    write_locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl Engine {
+    pub fn new(parts: Parts) -> Arc<Engine> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (finished, _) = broadcast::channel(1024);
+        Arc::new(Engine {
+            settings: parts.settings,
+            catalog: parts.catalog,
+            store: parts.store,
+            embedder: parts.embedder,
+            tokens: parts.tokens,
+            queue: tx,
+            queue_rx: std::sync::Mutex::new(Some(rx)),
+            finished,
+            write_locks: Default::default(),
+        })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+    pub fn embedder(&self) -> &Arc<dyn Embedder> {
+        &self.embedder
+    }
+    pub fn store(&self) -> &Arc<dyn VectorStore> {
+        &self.store
+    }
+
+    /// Makes storage match the catalog after a crash and starts the job workers, resuming every
+    /// job that was acknowledged but not finished. Call once, inside a tokio runtime.
+    pub async fn start(self: &Arc<Self>) -> Result<()> {
+        for c in self.catalog.list_collections().await? {
+            self.store.create_collection(&c.name, c.dimensions).await?;
+        }
+        let rx = self.queue_rx.lock().expect("queue lock").take();
+        let Some(rx) = rx else { return Ok(()) };
+        crate::jobs::spawn_workers(self.clone(), rx);
+        for job in self.catalog.unfinished_jobs().await? {
+            tracing::info!(job = %job.id, status = job.status.as_str(), "resuming job");
+            let _ = self.queue.send(job.id);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn write_lock(&self, collection: &str) -> Arc<Mutex<()>> {
+        self.write_locks.lock().expect("lock map").entry(collection.to_owned()).or_default().clone()
+    }
+
+    // ---- collections ---------------------------------------------------------------------------
+
+    pub async fn create_collection(&self, req: NewCollection, tenant: &str) -> Result<CollectionInfo> {
+        validate_collection_name(&req.name)?;
+        let chunking = req.chunking.unwrap_or_else(|| self.settings.chunking.clone());
+        chunking.validate().map_err(|e| Error::invalid("invalid_chunking", e))?;
+        if let Some(e) = &req.embedder {
+            if e != self.embedder.model_id() {
+                return Err(Error::invalid(
+                    "unknown_embedder",
+                    format!("this server embeds with `{}`; `{e}` is not available", self.embedder.model_id()),
+                ));
+            }
+        }
+        let record = CollectionRecord {
+            name: req.name.clone(),
+            tenant: tenant.to_owned(),
+            embedder: self.embedder.model_id().to_owned(),
+            dimensions: self.embedder.dimensions(),
+            chunking,
+            generator: req.generator,
+            created_at: now_rfc3339(),
+        };
+        self.catalog.create_collection(record.clone()).await?;
+        self.store.create_collection(&record.name, record.dimensions).await?;
+        Ok(CollectionInfo { record, documents: 0, chunks: 0 })
+    }
+
+    pub async fn collection(&self, name: &str) -> Result<CollectionRecord> {
+        self.catalog.get_collection(name).await?.ok_or_else(|| Error::collection_not_found(name))
+    }
+
+    pub async fn collection_info(&self, name: &str) -> Result<CollectionInfo> {
+        let record = self.collection(name).await?;
+        let documents = self.catalog.count_documents(name).await?;
+        let chunks = self.store.count(name, None).await?;
+        Ok(CollectionInfo { record, documents, chunks })
+    }
+
+    pub async fn list_collections(&self) -> Result<Vec<CollectionRecord>> {
+        self.catalog.list_collections().await
+    }
+
+    pub async fn delete_collection(&self, name: &str) -> Result<()> {
+        let lock = self.write_lock(name);
+        let _guard = lock.lock().await;
+        if !self.catalog.delete_collection(name).await? {
+            return Err(Error::collection_not_found(name));
+        }
+        self.store.drop_collection(name).await
+    }
+
+    // ---- documents -----------------------------------------------------------------------------
+
+    /// Parses and stores the documents as one durable job, then queues it. When this returns `Ok`,
+    /// the documents will be ingested even if the process dies right after.
+    pub async fn submit(&self, collection: &str, docs: Vec<NewDocument>, idempotency_key: Option<String>) -> Result<JobRecord> {
+        self.collection(collection).await?;
+        if docs.is_empty() {
+            return Err(Error::invalid("empty_request", "no documents were given"));
+        }
+        let pending = tokio::task::spawn_blocking(move || docs.into_iter().map(prepare).collect::<Result<Vec<_>>>())
+            .await
+            .map_err(Error::internal)??;
+        let mut seen = std::collections::HashSet::new();
+        for d in &pending {
+            if !seen.insert(d.id.as_str()) {
+                return Err(Error::invalid("duplicate_document_id", format!("document id `{}` appears twice in one request", d.id)));
+            }
+        }
+        let key = idempotency_key.map(|key| {
+            let hashes: Vec<&[u8]> = pending.iter().flat_map(|d| [d.id.as_bytes(), d.content_hash.as_bytes()]).collect();
+            IdempotencyKey { key, request_hash: content_hash(&hashes) }
+        });
+        let now = now_rfc3339();
+        let job = JobRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            collection: collection.to_owned(),
+            status: JobStatus::Queued,
+            progress: JobProgress { done: 0, total: pending.len() as u32 },
+            documents: pending
+                .iter()
+                .map(|d| JobDocument { id: d.id.clone(), status: DocOutcome::Pending, chunks: None, error: None })
+                .collect(),
+            error: None,
+            created_at: now.clone(),
+            updated_at: now,
+            attempts: 0,
+        };
+        match self.catalog.create_job(job, pending, key).await? {
+            JobCreated::New(job) => {
+                let _ = self.queue.send(job.id.clone());
+                Ok(job)
+            }
+            JobCreated::Replayed(job) => Ok(job),
+        }
+    }
+
+    pub async fn job(&self, id: &str) -> Result<JobRecord> {
+        self.catalog.get_job(id).await?.ok_or_else(|| Error::job_not_found(id))
+    }
+
+    /// Waits until the job is done or failed, or the timeout passes (then returns it as it is).
+    pub async fn wait_job(&self, id: &str, timeout: Duration) -> Result<JobRecord> {
+        let mut rx = self.finished.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let job = self.job(id).await?;
+            if job.status.is_finished() {
+                return Ok(job);
+            }
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Err(_) => return Ok(job),
+                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+                Ok(Err(broadcast::error::RecvError::Closed)) => return self.job(id).await,
+            }
+        }
+    }
+
+    pub async fn document(&self, collection: &str, id: &str) -> Result<DocumentRecord> {
+        self.collection(collection).await?;
+        self.catalog.get_document(collection, id).await?.ok_or_else(|| Error::document_not_found(collection, id))
+    }
+
+    pub async fn list_documents(&self, collection: &str, after: Option<&str>, limit: usize) -> Result<(Vec<DocumentRecord>, Option<String>)> {
+        self.collection(collection).await?;
+        let limit = limit.clamp(1, 1000);
+        let mut docs = self.catalog.list_documents(collection, after, limit + 1).await?;
+        let next = if docs.len() > limit {
+            docs.truncate(limit);
+            docs.last().map(|d| d.id.clone())
+        } else {
+            None
+        };
+        Ok((docs, next))
+    }
+
+    /// Removes a document and every one of its chunks; durable on return.
+    pub async fn delete_document(&self, collection: &str, id: &str) -> Result<()> {
+        self.collection(collection).await?;
+        let lock = self.write_lock(collection);
+        let _guard = lock.lock().await;
+        // Chunks first: if we crash in between, the document is still listed and a retried delete finishes the job.
+        self.store.delete_document_chunks(collection, id, 0).await?;
+        if !self.catalog.delete_document(collection, id).await? {
+            return Err(Error::document_not_found(collection, id));
+        }
+        Ok(())
+    }
+
+    // ---- search --------------------------------------------------------------------------------
+
+    pub async fn search(&self, collection: &str, req: SearchRequest) -> Result<SearchResponse> {
+        let record = self.collection(collection).await?;
+        let query = req.query.trim();
+        if query.is_empty() {
+            return Err(Error::invalid("invalid_query", "`query` must not be empty"));
+        }
+        if query.len() > MAX_QUERY_BYTES {
+            return Err(Error::invalid("invalid_query", format!("`query` is longer than {MAX_QUERY_BYTES} bytes")));
+        }
+        let top_k = req.top_k.unwrap_or(self.settings.search.default_top_k);
+        if top_k == 0 || top_k > self.settings.search.max_top_k {
+            return Err(Error::invalid("invalid_top_k", format!("`top_k` must be between 1 and {}", self.settings.search.max_top_k)));
+        }
+        self.check_embedder(&record)?;
+        let mut degraded = Vec::new();
+        let mut timings = SearchTimings::default();
+        let dense = if req.mode == SearchMode::Lexical {
+            None
+        } else {
+            let t = Instant::now();
+            let result = self.embedder.embed(vec![query.to_owned()], EmbedKind::Query).await;
+            timings.embed_ms = ms(t);
+            match result {
+                Ok(mut v) => v.pop(),
+                // Hybrid degrades to lexical when the embedder is down; dense has nothing to fall back to.
+                Err(e @ Error::Unavailable { .. }) if req.mode == SearchMode::Hybrid => {
+                    tracing::warn!(error = %e, "embedder unavailable; lexical results only");
+                    degraded.push("embedder".to_owned());
+                    None
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let text = (req.mode != SearchMode::Dense).then(|| query.to_owned());
+        let t = Instant::now();
+        let results = self
+            .store
+            .search(
+                collection,
+                StoreQuery {
+                    dense,
+                    text,
+                    filter: req.filter,
+                    limit: top_k,
+                    candidates: self.settings.search.candidates.max(top_k),
+                    rrf_k: self.settings.search.rrf_k,
+                },
+            )
+            .await?;
+        timings.search_ms = ms(t);
+        Ok(SearchResponse { results, degraded, timings })
+    }
+
+    pub(crate) fn check_embedder(&self, record: &CollectionRecord) -> Result<()> {
+        if record.embedder != self.embedder.model_id() || record.dimensions != self.embedder.dimensions() {
+            return Err(Error::conflict(
+                "embedder_mismatch",
+                format!(
+                    "collection `{}` was embedded with `{}` ({} dims) but this server embeds with `{}` ({} dims)",
+                    record.name,
+                    record.embedder,
+                    record.dimensions,
+                    self.embedder.model_id(),
+                    self.embedder.dimensions()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn ms(t: Instant) -> f64 {
+    (t.elapsed().as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn validate_collection_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "invalid_collection_name",
+            "collection names are 1-64 characters: letters, digits, `-` and `_`, starting with a letter or digit",
+        ))
+    }
+}
+
+fn validate_doc_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > MAX_DOC_ID_LEN || id.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "invalid_document_id",
+            format!("document ids are 1-{MAX_DOC_ID_LEN} bytes without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses one document and computes its identity. Runs on a blocking thread (PDF parsing is CPU work).
+fn prepare(doc: NewDocument) -> Result<PendingDocument> {
+    let meta_json = serde_json::to_vec(&doc.metadata).map_err(Error::internal)?;
+    let title_bytes = doc.title.clone().unwrap_or_default();
+    let (parsed, hash, default_id, source) = match doc.body {
+        DocumentBody::Text(text) => {
+            let hash = content_hash(&[b"text", text.as_bytes(), title_bytes.as_bytes(), &meta_json]);
+            let parsed = parse(SourceKind::Text, text.as_bytes())?;
+            (parsed, hash, None, None)
+        }
+        DocumentBody::File { filename, content_type, bytes } => {
+            let kind = SourceKind::detect(filename.as_deref(), content_type.as_deref(), &bytes)?;
+            let hash = content_hash(&[b"file", &bytes, title_bytes.as_bytes(), &meta_json]);
+            let parsed = parse(kind, &bytes)?;
+            let kind_name = serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_owned));
+            (parsed, hash, filename, kind_name)
+        }
+    };
+    if parsed.text.trim().is_empty() {
+        return Err(Error::Unparseable("the document contains no text".into()));
+    }
+    let id = doc.id.or(default_id).unwrap_or_else(|| hash[..16].to_owned());
+    validate_doc_id(&id)?;
+    let title = doc.title.or_else(|| parsed.title.clone());
+    Ok(PendingDocument { id, title, metadata: doc.metadata, content_hash: hash, source, parsed })
+}

@@ -1,0 +1,79 @@
+//! The library's error type: one variant per cause a caller can act on, each with a stable code.
+
+use std::time::Duration;
+
+/// Every failure ragd's library code reports. The HTTP layer maps each variant to a status with a
+/// `match` that has no catch-all arm, so a new variant forces a decision there.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed or asks for something impossible (`code`, e.g. `invalid_request`).
+    #[error("{message}")]
+    InvalidInput { code: &'static str, message: String },
+    /// A named thing does not exist (`code`: `collection_not_found`, `document_not_found`, `job_not_found`).
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    /// The request conflicts with current state (`collection_exists`, `idempotency_key_reused`).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// The uploaded media type is not one ragd can parse.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The bytes claim a supported type but cannot be parsed (corrupt or encrypted PDF, bad docx).
+    #[error("{0}")]
+    Unparseable(String),
+    /// The body is larger than `ingest.max_upload_bytes`.
+    #[error("{0}")]
+    TooLarge(String),
+    /// A dependency (embedder, vector store) cannot serve right now; retry after the given delay.
+    #[error("{dependency} is unavailable: {message}")]
+    Unavailable {
+        dependency: &'static str,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// A bug or an environment failure (disk full, corrupted catalog). Logged, never shown to clients.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Error::InvalidInput { code, message: message.into() }
+    }
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Error::NotFound { code, message: message.into() }
+    }
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Error::Conflict { code, message: message.into() }
+    }
+    pub fn internal(message: impl std::fmt::Display) -> Self {
+        Error::Internal(message.to_string())
+    }
+    pub fn unavailable(dependency: &'static str, message: impl Into<String>) -> Self {
+        Error::Unavailable { dependency, message: message.into(), retry_after: None }
+    }
+
+    /// The stable, snake_case code clients branch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidInput { code, .. } | Error::NotFound { code, .. } | Error::Conflict { code, .. } => code,
+            Error::UnsupportedMediaType(_) => "unsupported_media_type",
+            Error::Unparseable(_) => "unparseable_document",
+            Error::TooLarge(_) => "payload_too_large",
+            Error::Unavailable { .. } => "service_unavailable",
+            Error::Internal(_) => "internal_error",
+        }
+    }
+
+    pub fn collection_not_found(name: &str) -> Self {
+        Error::not_found("collection_not_found", format!("collection `{name}` does not exist"))
+    }
+    pub fn document_not_found(collection: &str, id: &str) -> Self {
+        Error::not_found("document_not_found", format!("document `{id}` does not exist in collection `{collection}`"))
+    }
+    pub fn job_not_found(id: &str) -> Self {
+        Error::not_found("job_not_found", format!("job `{id}` does not exist"))
+    }
+}

@@ -1,0 +1,215 @@
+//! Ingestion workers: take acknowledged jobs off the queue and run chunk → embed → upsert → commit,
+//! batch by batch, so a job interrupted by a crash resumes where its last durable batch ended.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, mpsc};
+
+use crate::chunk::chunk_document;
+use crate::embed::EmbedKind;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::ids::point_id;
+use crate::store::ChunkPoint;
+use crate::types::*;
+
+/// How many times an unavailable embedder is retried inside a job before the job fails.
+const EMBED_ATTEMPTS: u32 = 4;
+
+pub(crate) fn spawn_workers(engine: Arc<Engine>, rx: mpsc::UnboundedReceiver<String>) {
+    let rx = Arc::new(Mutex::new(rx));
+    for worker in 0..engine.settings.ingest.workers {
+        let engine = engine.clone();
+        let rx = rx.clone();
+        tokio::spawn(async move {
+            loop {
+                let Some(job_id) = rx.lock().await.recv().await else { return };
+                if let Err(e) = run_job(&engine, &job_id).await {
+                    tracing::error!(worker, job = %job_id, error = %e, "job bookkeeping failed");
+                }
+                let _ = engine.finished.send(job_id);
+            }
+        });
+    }
+}
+
+async fn run_job(engine: &Engine, job_id: &str) -> Result<()> {
+    let Some(mut job) = engine.catalog.get_job(job_id).await? else { return Ok(()) };
+    if job.status.is_finished() {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    job.status = JobStatus::Running;
+    job.attempts += 1;
+    job.updated_at = now_rfc3339();
+    engine.catalog.update_job(&job).await?;
+    tracing::info!(job = %job.id, collection = %job.collection, documents = job.progress.total, attempt = job.attempts, "job started");
+
+    let outcome = ingest(engine, &mut job).await;
+    job.updated_at = now_rfc3339();
+    match outcome {
+        Ok(()) => {
+            let failed = job.documents.iter().filter(|d| d.status == DocOutcome::Failed).count();
+            job.status = if failed == job.documents.len() && failed > 0 { JobStatus::Failed } else { JobStatus::Done };
+            if job.status == JobStatus::Failed {
+                job.error = Some(JobError { code: "documents_failed".into(), message: "every document of the job failed".into() });
+            }
+        }
+        Err(e) => {
+            tracing::warn!(job = %job.id, error = %e, "job failed");
+            job.status = JobStatus::Failed;
+            let message = match &e {
+                Error::Internal(_) => "internal error while ingesting; see the server log".to_owned(),
+                other => other.to_string(),
+            };
+            job.error = Some(JobError { code: e.code().into(), message });
+            for d in job.documents.iter_mut().filter(|d| d.status == DocOutcome::Pending) {
+                d.status = DocOutcome::Failed;
+                d.error = Some("not ingested: the job failed".into());
+            }
+        }
+    }
+    engine.catalog.update_job(&job).await?;
+    tracing::info!(job = %job.id, status = job.status.as_str(), elapsed_ms = started.elapsed().as_millis() as u64, "job finished");
+    Ok(())
+}
+
+async fn ingest(engine: &Engine, job: &mut JobRecord) -> Result<()> {
+    let record = engine.collection(&job.collection).await?;
+    engine.check_embedder(&record)?;
+    let payload = engine
+        .catalog
+        .job_payload(&job.id)
+        .await?
+        .ok_or_else(|| Error::internal(format!("job {} has no stored documents", job.id)))?;
+    // Documents a previous attempt already made durable are skipped.
+    let todo: Vec<PendingDocument> = payload
+        .into_iter()
+        .filter(|d| job.documents.iter().any(|j| j.id == d.id && j.status == DocOutcome::Pending))
+        .collect();
+    let batch_size = engine.settings.ingest.batch_documents;
+    let mut todo = todo.into_iter().peekable();
+    while todo.peek().is_some() {
+        let batch: Vec<PendingDocument> = todo.by_ref().take(batch_size).collect();
+        ingest_batch(engine, &record, job, batch).await?;
+    }
+    Ok(())
+}
+
+async fn ingest_batch(engine: &Engine, record: &CollectionRecord, job: &mut JobRecord, batch: Vec<PendingDocument>) -> Result<()> {
+    // Skip documents whose content is already stored unchanged.
+    let mut changed = Vec::with_capacity(batch.len());
+    let mut outcomes: Vec<(String, DocOutcome, Option<u32>)> = Vec::new();
+    for doc in batch {
+        match engine.catalog.get_document(&record.name, &doc.id).await? {
+            Some(existing) if existing.content_hash == doc.content_hash => {
+                outcomes.push((doc.id.clone(), DocOutcome::Unchanged, Some(existing.chunks)))
+            }
+            _ => changed.push(doc),
+        }
+    }
+
+    // Chunk (CPU work, off the async threads).
+    let tokens = engine.tokens.clone();
+    let chunking = record.chunking.clone();
+    let chunked = tokio::task::spawn_blocking(move || {
+        changed
+            .into_iter()
+            .map(|doc| {
+                let chunks = chunk_document(&doc.parsed, &chunking, tokens.as_ref());
+                (doc, chunks)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(Error::internal)?;
+
+    // Embed every chunk of the batch in one call: the embedder batches across it.
+    let texts: Vec<String> = chunked
+        .iter()
+        .flat_map(|(doc, chunks)| chunks.iter().map(|c| embedding_text(doc.title.as_deref(), &c.text)))
+        .collect();
+    let vectors = embed_with_retry(engine, texts).await?;
+
+    let mut vectors = vectors.into_iter();
+    let mut points = Vec::new();
+    let mut records = Vec::new();
+    let now = now_rfc3339();
+    for (doc, chunks) in chunked {
+        let n = chunks.len() as u32;
+        for chunk in chunks {
+            let dense = vectors.next().ok_or_else(|| Error::internal("embedder returned too few vectors"))?;
+            points.push(ChunkPoint {
+                id: point_id(&record.name, &doc.id, chunk.index),
+                doc_id: doc.id.clone(),
+                title: doc.title.clone(),
+                metadata: doc.metadata.clone(),
+                chunk,
+                dense,
+            });
+        }
+        outcomes.push((doc.id.clone(), DocOutcome::Ingested, Some(n)));
+        records.push(DocumentRecord {
+            id: doc.id,
+            title: doc.title,
+            metadata: doc.metadata,
+            chunks: n,
+            content_hash: doc.content_hash,
+            ingested_at: now.clone(),
+            source: doc.source,
+        });
+    }
+
+    // Write phase, serialised per collection with deletes and drops.
+    let lock = engine.write_lock(&record.name);
+    let _guard = lock.lock().await;
+    if engine.catalog.get_collection(&record.name).await?.is_none() {
+        return Err(Error::collection_not_found(&record.name));
+    }
+    if !points.is_empty() {
+        engine.store.upsert(&record.name, points).await?;
+    }
+    // New content may have fewer chunks than the old: drop the tail.
+    for r in &records {
+        engine.store.delete_document_chunks(&record.name, &r.id, r.chunks).await?;
+    }
+    for (id, status, chunks) in outcomes {
+        if let Some(d) = job.documents.iter_mut().find(|d| d.id == id) {
+            d.status = status;
+            d.chunks = chunks;
+        }
+    }
+    job.progress.done = job.documents.iter().filter(|d| d.status != DocOutcome::Pending).count() as u32;
+    job.updated_at = now_rfc3339();
+    engine.catalog.commit_documents(&record.name, records, job).await
+}
+
+/// The text a chunk is embedded as: its document title gives short passages their context.
+fn embedding_text(title: Option<&str>, text: &str) -> String {
+    match title {
+        Some(t) if !t.trim().is_empty() && !text.starts_with(t.trim()) => format!("{} {}", t.trim(), text),
+        _ => text.to_owned(),
+    }
+}
+
+async fn embed_with_retry(engine: &Engine, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+    if texts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut delay = Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        match engine.embedder.embed(texts.clone(), EmbedKind::Passage).await {
+            Ok(v) if v.len() == texts.len() => return Ok(v),
+            Ok(v) => return Err(Error::internal(format!("embedder returned {} vectors for {} texts", v.len(), texts.len()))),
+            Err(e @ Error::Unavailable { .. }) if attempt < EMBED_ATTEMPTS => {
+                tracing::warn!(attempt, error = %e, "embedder unavailable; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

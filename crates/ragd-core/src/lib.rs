@@ -1,0 +1,17 @@
+//! ragd-core: the data types, the traits every backend implements (`Embedder`, `VectorStore`, `Catalog`)
+//! and the `Engine` that runs the path of a document (parse → chunk → embed → upsert) and of a query.
+//! It knows neither HTTP nor Qdrant.
+
+pub mod catalog;
+pub mod chunk;
+pub mod embed;
+pub mod engine;
+pub mod error;
+pub mod ids;
+pub mod jobs;
+pub mod parse;
+pub mod settings;
+pub mod store;
+pub mod types;
+
+pub use error::{Error, Result};

@@ -1,0 +1,54 @@
+//! The `VectorStore` trait: where chunks live and how they are found. The embedded backend
+//! (qdrant-edge, in-process) and the cluster backend (a Qdrant server) implement it; callers never
+//! know which one they talk to.
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::chunk::Chunk;
+use crate::error::Result;
+use crate::types::{ChunkHit, Metadata, SearchFilter};
+
+/// A chunk ready to be written: its text, where it came from, and its dense vector. The store
+/// derives the BM25 sparse vector from `chunk.text` itself, so both backends index text the same way.
+#[derive(Debug, Clone)]
+pub struct ChunkPoint {
+    pub id: Uuid,
+    pub doc_id: String,
+    pub title: Option<String>,
+    pub metadata: Metadata,
+    pub chunk: Chunk,
+    pub dense: Vec<f32>,
+}
+
+/// A retrieval request. With `dense` and `text` both set the store runs both searches and fuses them
+/// with reciprocal rank fusion; with one of them, only that search.
+#[derive(Debug, Clone, Default)]
+pub struct StoreQuery {
+    pub dense: Option<Vec<f32>>,
+    pub text: Option<String>,
+    pub filter: Option<SearchFilter>,
+    pub limit: usize,
+    /// How many candidates each side contributes to the fusion.
+    pub candidates: usize,
+    /// The RRF constant `k` (60 in the original paper).
+    pub rrf_k: usize,
+}
+
+#[async_trait]
+pub trait VectorStore: Send + Sync + 'static {
+    /// Creates the collection's storage if it does not exist (idempotent).
+    async fn create_collection(&self, collection: &str, dimensions: usize) -> Result<()>;
+    /// Removes the collection and every point in it (idempotent).
+    async fn drop_collection(&self, collection: &str) -> Result<()>;
+    /// Writes points (overwriting equal ids). Returns once they are durable: after `upsert` returns,
+    /// a crash of the process does not lose them.
+    async fn upsert(&self, collection: &str, points: Vec<ChunkPoint>) -> Result<()>;
+    /// Deletes the document's chunks whose index is `>= from_index` (0 removes the whole document). Durable on return.
+    async fn delete_document_chunks(&self, collection: &str, doc_id: &str, from_index: u32) -> Result<()>;
+    async fn search(&self, collection: &str, query: StoreQuery) -> Result<Vec<ChunkHit>>;
+    /// Number of chunks, of the whole collection or of one document.
+    async fn count(&self, collection: &str, doc_id: Option<&str>) -> Result<u64>;
+    /// Probe for `/health/ready`.
+    async fn ready(&self) -> Result<()>;
+}

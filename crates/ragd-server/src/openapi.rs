@@ -1,0 +1,27 @@
+//! The OpenAPI 3 document, generated from the handlers' annotations and the types' schemas.
+
+use axum::response::{IntoResponse, Response};
+use utoipa::OpenApi;
+
+use crate::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "ragd", description = "Retrieval-augmented generation in one binary. Errors are `{\"error\": {\"code\", \"message\"}}`."),
+    paths(
+        routes::create_collection, routes::list_collections, routes::get_collection, routes::delete_collection,
+        routes::add_documents, routes::list_documents, routes::get_document, routes::delete_document,
+        routes::get_job, routes::search,
+    ),
+    components(schemas(ragd_core::types::CollectionRecord, ragd_core::types::ChunkHit, ragd_core::types::SearchFilter)),
+    tags((name = "collections"), (name = "documents"), (name = "jobs"), (name = "search"))
+)]
+struct ApiDoc;
+
+pub fn openapi_json() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_else(|_| "{}".into())
+}
+
+pub async fn serve_openapi() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], openapi_json()).into_response()
+}

@@ -1,0 +1,309 @@
+//! The `/api/v1` handlers. Each one adapts a request to an `Engine` call and its result to a response;
+//! no business rule lives here.
+
+use std::time::Duration;
+
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use ragd_core::engine::{CollectionInfo, DocumentBody, NewCollection, NewDocument, SearchRequest, SearchResponse};
+use ragd_core::types::{DocumentRecord, JobRecord, Metadata};
+use ragd_core::Error;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, ErrorBody, error_response};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+
+/// The tenant of every collection while authentication (and with it tenancy) is off.
+const DEFAULT_TENANT: &str = "default";
+/// Longest a `wait=true` upload is held before it answers 202 with the job as it stands.
+const MAX_WAIT: Duration = Duration::from_secs(600);
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CollectionList {
+    pub collections: Vec<CollectionInfo>,
+}
+
+#[utoipa::path(post, path = "/api/v1/collections", request_body = NewCollection, tag = "collections",
+    responses((status = 201, body = CollectionInfo), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn create_collection(State(st): State<AppState>, ApiJson(req): ApiJson<NewCollection>) -> ApiResult<Response> {
+    let info = st.engine.create_collection(req, DEFAULT_TENANT).await?;
+    let location = format!("/api/v1/collections/{}", info.record.name);
+    let mut response = (StatusCode::CREATED, axum::Json(info)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+#[utoipa::path(get, path = "/api/v1/collections", tag = "collections", responses((status = 200, body = CollectionList)))]
+pub async fn list_collections(State(st): State<AppState>) -> ApiResult<axum::Json<CollectionList>> {
+    let mut collections = Vec::new();
+    for c in st.engine.list_collections().await? {
+        collections.push(st.engine.collection_info(&c.name).await?);
+    }
+    Ok(axum::Json(CollectionList { collections }))
+}
+
+#[utoipa::path(get, path = "/api/v1/collections/{name}", tag = "collections",
+    responses((status = 200, body = CollectionInfo), (status = 404, body = ErrorBody)))]
+pub async fn get_collection(State(st): State<AppState>, ApiPath(name): ApiPath<String>) -> ApiResult<axum::Json<CollectionInfo>> {
+    Ok(axum::Json(st.engine.collection_info(&name).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/collections/{name}", tag = "collections",
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_collection(State(st): State<AppState>, ApiPath(name): ApiPath<String>) -> ApiResult<StatusCode> {
+    st.engine.delete_collection(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// One document in a JSON upload.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JsonDocument {
+    /// Defaults to a hash of the content, so re-sending the same text is a no-op.
+    pub id: Option<String>,
+    pub title: Option<String>,
+    pub text: String,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub metadata: Metadata,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JsonDocuments {
+    pub documents: Vec<JsonDocument>,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct AddQuery {
+    /// Answer only when the job has finished (200 with the job), or after `timeout_ms` (202).
+    #[serde(default)]
+    pub wait: bool,
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    pub job_id: String,
+    pub status: String,
+    pub documents: Vec<AcceptedDocument>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AcceptedDocument {
+    pub id: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/collections/{name}/documents", tag = "documents",
+    params(AddQuery, ("Idempotency-Key" = Option<String>, Header, description = "Replays return the first job")),
+    request_body(content(
+        (JsonDocument = "application/json"),
+        (JsonDocuments = "application/json"),
+        (String = "multipart/form-data")
+    ), description = "JSON documents, or multipart `file` parts (txt, md, html, pdf, docx) with an optional `metadata` part (a JSON object) and, with one file, `id` and `title` parts"),
+    responses((status = 202, body = Accepted), (status = 200, body = JobRecord, description = "with wait=true, the finished job"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn add_documents(
+    State(st): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<AddQuery>,
+    headers: HeaderMap,
+    req: Request,
+) -> ApiResult<Response> {
+    let limit = st.engine.settings().ingest.max_upload_bytes;
+    // Refuse an announced oversized body before reading any of it.
+    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+        if len > limit {
+            return Err(Error::TooLarge(format!("the body is {len} bytes; the limit (ingest.max_upload_bytes) is {limit}")).into());
+        }
+    }
+    let key = idempotency_key(&headers)?;
+    // Fail fast on an unknown collection, before reading the body.
+    st.engine.collection(&name).await?;
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let docs = if content_type.starts_with("application/json") {
+        json_documents(req, limit).await?
+    } else if content_type.starts_with("multipart/form-data") {
+        multipart_documents(req).await?
+    } else {
+        return Err(Error::UnsupportedMediaType("send application/json documents or multipart/form-data files".into()).into());
+    };
+    let job = st.engine.submit(&name, docs, key).await?;
+    if q.wait {
+        let timeout = q.timeout_ms.map(Duration::from_millis).unwrap_or(MAX_WAIT).min(MAX_WAIT);
+        let job = st.engine.wait_job(&job.id, timeout).await?;
+        if job.status.is_finished() {
+            return Ok((StatusCode::OK, axum::Json(job)).into_response());
+        }
+        return Ok(accepted(&job));
+    }
+    Ok(accepted(&job))
+}
+
+fn accepted(job: &JobRecord) -> Response {
+    let body = Accepted {
+        job_id: job.id.clone(),
+        status: job.status.as_str().to_owned(),
+        documents: job.documents.iter().map(|d| AcceptedDocument { id: d.id.clone() }).collect(),
+    };
+    let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/jobs/{}", job.id)) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255).ok_or_else(|| {
+        ApiError(Error::invalid("invalid_idempotency_key", "Idempotency-Key must be 1-255 visible ASCII characters"))
+    })?;
+    Ok(Some(key.to_owned()))
+}
+
+async fn json_documents(req: Request, limit: u64) -> Result<Vec<NewDocument>, ApiError> {
+    let bytes = axum::body::to_bytes(req.into_body(), limit as usize)
+        .await
+        .map_err(|_| Error::TooLarge(format!("the body is larger than the limit (ingest.max_upload_bytes = {limit})")))?;
+    let value: Value =
+        serde_json::from_slice(&bytes).map_err(|e| Error::invalid("invalid_json", format!("malformed JSON: {e}")))?;
+    let docs: Vec<JsonDocument> = if value.get("documents").is_some() {
+        serde_json::from_value::<JsonDocuments>(value).map(|d| d.documents)
+    } else {
+        serde_json::from_value::<JsonDocument>(value).map(|d| vec![d])
+    }
+    .map_err(|e| Error::invalid("invalid_request", e.to_string()))?;
+    Ok(docs
+        .into_iter()
+        .map(|d| NewDocument { id: d.id, title: d.title, metadata: d.metadata, body: DocumentBody::Text(d.text) })
+        .collect())
+}
+
+async fn multipart_documents(req: Request) -> Result<Vec<NewDocument>, ApiError> {
+    let mut form = Multipart::from_request(req, &()).await.map_err(|e| Error::invalid("invalid_multipart", e.body_text()))?;
+    let mut files = Vec::new();
+    let (mut id, mut title, mut metadata) = (None, None, Metadata::new());
+    loop {
+        let field = match form.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return Err(multipart_error(e)),
+        };
+        let name = field.name().unwrap_or("").to_owned();
+        match name.as_str() {
+            "file" | "files" | "file[]" => {
+                let filename = field.file_name().map(str::to_owned);
+                let content_type = field.content_type().map(str::to_owned);
+                let bytes = field.bytes().await.map_err(multipart_error)?;
+                files.push((filename, content_type, bytes.to_vec()));
+            }
+            "id" => id = Some(field.text().await.map_err(multipart_error)?),
+            "title" => title = Some(field.text().await.map_err(multipart_error)?),
+            "metadata" => {
+                let text = field.text().await.map_err(multipart_error)?;
+                metadata = serde_json::from_str(&text)
+                    .map_err(|e| Error::invalid("invalid_request", format!("`metadata` must be a JSON object: {e}")))?;
+            }
+            other => return Err(Error::invalid("invalid_multipart", format!("unexpected form field `{other}`; use `file`, `id`, `title`, `metadata`")).into()),
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::invalid("invalid_multipart", "no `file` part in the form").into());
+    }
+    if files.len() > 1 && (id.is_some() || title.is_some()) {
+        return Err(Error::invalid("invalid_multipart", "`id` and `title` apply to a single file; file names are the ids of several").into());
+    }
+    Ok(files
+        .into_iter()
+        .map(|(filename, content_type, bytes)| NewDocument {
+            id: id.clone(),
+            title: title.clone(),
+            metadata: metadata.clone(),
+            body: DocumentBody::File { filename, content_type, bytes },
+        })
+        .collect())
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError(Error::TooLarge("the upload is larger than the limit (ingest.max_upload_bytes)".into()))
+    } else {
+        ApiError(Error::invalid("invalid_multipart", e.body_text()))
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DocumentList {
+    pub documents: Vec<DocumentRecord>,
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/collections/{name}/documents", tag = "documents", params(ListQuery),
+    responses((status = 200, body = DocumentList), (status = 404, body = ErrorBody)))]
+pub async fn list_documents(
+    State(st): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<axum::Json<DocumentList>> {
+    let (documents, next_cursor) = st.engine.list_documents(&name, q.cursor.as_deref(), q.limit.unwrap_or(100)).await?;
+    Ok(axum::Json(DocumentList { documents, next_cursor }))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DocumentView {
+    #[serde(flatten)]
+    pub document: DocumentRecord,
+    /// Chunks the vector store holds for this document right now (equals `chunks` when all is well).
+    pub indexed_chunks: u64,
+}
+
+#[utoipa::path(get, path = "/api/v1/collections/{name}/documents/{id}", tag = "documents",
+    responses((status = 200, body = DocumentView), (status = 404, body = ErrorBody)))]
+pub async fn get_document(State(st): State<AppState>, ApiPath((name, id)): ApiPath<(String, String)>) -> ApiResult<axum::Json<DocumentView>> {
+    let document = st.engine.document(&name, &id).await?;
+    let indexed_chunks = st.engine.store().count(&name, Some(&id)).await?;
+    Ok(axum::Json(DocumentView { document, indexed_chunks }))
+}
+
+#[utoipa::path(delete, path = "/api/v1/collections/{name}/documents/{id}", tag = "documents",
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete_document(State(st): State<AppState>, ApiPath((name, id)): ApiPath<(String, String)>) -> ApiResult<StatusCode> {
+    st.engine.delete_document(&name, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", responses((status = 200, body = JobRecord), (status = 404, body = ErrorBody)))]
+pub async fn get_job(State(st): State<AppState>, ApiPath(id): ApiPath<String>) -> ApiResult<axum::Json<JobRecord>> {
+    Ok(axum::Json(st.engine.job(&id).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/collections/{name}/search", tag = "search", request_body = SearchRequest,
+    responses((status = 200, body = SearchResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn search(
+    State(st): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(req): ApiJson<SearchRequest>,
+) -> ApiResult<axum::Json<SearchResponse>> {
+    Ok(axum::Json(st.engine.search(&name, req).await?))
+}
+
+pub async fn not_found() -> Response {
+    error_response(StatusCode::NOT_FOUND, "route_not_found", "no such route; see /api/v1/openapi.json")
+}
+
+pub async fn method_not_allowed() -> Response {
+    error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
+}

@@ -1,0 +1,119 @@
+//! Assembles an `Engine` from `Settings` (catalog, store, embedder) and runs the server.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ragd_core::embed::{ApproxTokenCounter, Embedder, TokenCounter};
+use ragd_core::engine::{Engine, Parts};
+use ragd_core::settings::{EmbedderKind, Settings, Sources};
+use ragd_models::builtin::{BuiltinEmbedder, BuiltinOptions};
+use ragd_models::http::{OllamaEmbedder, OpenAiEmbedder};
+use ragd_store::{EmbeddedStore, RedbCatalog};
+
+/// Builds the embedder the settings ask for, with the token counter chunking should use.
+pub async fn embedder(settings: &Settings) -> anyhow::Result<(Arc<dyn Embedder>, Arc<dyn TokenCounter>)> {
+    let timeout = Duration::from_millis(settings.embedder.timeout_ms);
+    let e = &settings.embedder;
+    Ok(match e.kind {
+        EmbedderKind::Builtin => {
+            let dir = settings.models_dir.join("all-MiniLM-L6-v2");
+            let opts = BuiltinOptions { max_batch: e.max_batch, ..BuiltinOptions::default() };
+            let builtin = tokio::task::spawn_blocking(move || BuiltinEmbedder::load(&dir, opts)).await??;
+            let tokens = builtin.token_counter();
+            (Arc::new(builtin), tokens)
+        }
+        EmbedderKind::Ollama => {
+            let (url, model) = (e.url.clone().unwrap_or_default(), e.model.clone().unwrap_or_default());
+            let emb = OllamaEmbedder::connect(&url, &model, timeout).await?;
+            (Arc::new(emb), Arc::new(ApproxTokenCounter))
+        }
+        EmbedderKind::Openai => {
+            let (url, model) = (e.url.clone().unwrap_or_default(), e.model.clone().unwrap_or_default());
+            let key = e.api_key.as_ref().map(|k| k.expose().to_owned());
+            let emb = OpenAiEmbedder::connect(&url, &model, key, timeout).await?;
+            (Arc::new(emb), Arc::new(ApproxTokenCounter))
+        }
+    })
+}
+
+/// Opens the data folder and builds a started engine.
+pub async fn engine(settings: Settings) -> anyhow::Result<Arc<Engine>> {
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| format!("creating data folder {}", settings.data_dir.display()))?;
+    let catalog = RedbCatalog::open(&settings.catalog_path()).map_err(|e| {
+        anyhow::anyhow!("{e} (is another ragd using the data folder {}?)", settings.data_dir.display())
+    })?;
+    let store = EmbeddedStore::open(&settings.collections_path())?;
+    let (embedder, tokens) = embedder(&settings).await?;
+    let engine = Engine::new(Parts {
+        settings: Arc::new(settings),
+        catalog: Arc::new(catalog),
+        store: Arc::new(store),
+        embedder,
+        tokens,
+    });
+    engine.start().await?;
+    Ok(engine)
+}
+
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let listen = settings.listen.clone();
+    if !settings.auth.enabled {
+        tracing::warn!("AUTHENTICATION IS OFF: anyone who can reach {listen} can read and change every collection (set auth.enabled = true)");
+    }
+    let data = settings.data_dir.clone();
+    let engine = engine(settings).await?;
+    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data = %data.display(), embedder = engine.embedder().model_id(), "ragd is serving");
+    ragd_server::serve(listener, engine, shutdown_signal()).await?;
+    tracing::info!("ragd stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// `ragd config check`: the effective configuration, then every problem (exit code 1 if any).
+pub fn config_check(sources: &Sources) -> ExitCode {
+    match Settings::load(sources) {
+        Ok(settings) => {
+            println!("{}", settings.to_toml());
+            let mut problems = Vec::new();
+            if settings.embedder.kind == EmbedderKind::Builtin {
+                for missing in ragd_models::fetch::check_models(&settings.models_dir) {
+                    problems.push(format!("models_dir: {missing} (run `ragd models fetch`)"));
+                }
+            }
+            if problems.is_empty() {
+                println!("# configuration OK");
+                ExitCode::SUCCESS
+            } else {
+                for p in &problems {
+                    println!("# problem: {p}");
+                }
+                ExitCode::FAILURE
+            }
+        }
+        Err(problems) => {
+            for p in &problems {
+                println!("# problem: {p}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

