@@ -1,16 +1,1298 @@
-//! PLACEHOLDER until the parse module lands (being written in parallel); lets the rest type-check.
+//! Turns uploaded bytes into text: detects the format (text, Markdown, HTML, PDF, DOCX) and extracts its
+//! text, keeping headings as Markdown `#` lines where the format has them so the chunker can honour them.
+
+use std::io::{Cursor, Read};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use quick_xml::Reader;
+use quick_xml::events::{BytesStart, Event};
+
 use crate::error::{Error, Result};
+
+/// Appended to every "unsupported" error so a client learns what it may send instead.
+const SUPPORTED: &str = "ragd accepts plain text (.txt, text/plain), Markdown (.md, text/markdown), \
+     HTML (.html, text/html), PDF (.pdf, application/pdf) and Word (.docx, \
+     application/vnd.openxmlformats-officedocument.wordprocessingml.document)";
+
+const DOCX_MIME: &str = "application/vnd.openxmlformats-officedocument.wordprocessingml.document";
+
+/// Cap on any XML part inflated from a .docx: a zip of a few KiB can inflate to gigabytes (zip bomb),
+/// and a real document.xml is rarely above a few MiB.
+const MAX_DOCX_PART_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Width handed to html2text: it hard-wraps at this width, and wrapping would put line breaks inside
+/// paragraphs and headings that the chunker would then mistake for structure.
+const HTML_WRAP_WIDTH: usize = 100_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum SourceKind { Text, Markdown, Html, Pdf, Docx }
-impl SourceKind {
-    pub fn detect(_f: Option<&str>, _c: Option<&str>, _b: &[u8]) -> Result<SourceKind> { Ok(SourceKind::Text) }
+pub enum SourceKind {
+    Text,
+    Markdown,
+    Html,
+    Pdf,
+    Docx,
 }
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct PageSpan { pub page: u32, pub char_start: usize, pub char_end: usize }
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ParsedDocument { pub title: Option<String>, pub text: String, pub markdown: bool, pub pages: Vec<PageSpan> }
-pub fn parse(_k: SourceKind, b: &[u8]) -> Result<ParsedDocument> {
-    let text = String::from_utf8(b.to_vec()).map_err(|e| Error::Unparseable(e.to_string()))?;
-    Ok(ParsedDocument { title: None, text, markdown: false, pages: vec![] })
+
+impl SourceKind {
+    /// From file extension and/or declared content type, confirmed by magic bytes (%PDF-, PK zip for docx).
+    /// Unknown or unsupported (e.g. .png, application/octet-stream with binary content, .exe) →
+    /// Error::UnsupportedMediaType with a message listing what is supported.
+    /// Text without extension/type that is valid UTF-8 → Text.
+    pub fn detect(
+        filename: Option<&str>,
+        content_type: Option<&str>,
+        bytes: &[u8],
+    ) -> Result<SourceKind> {
+        // The extension wins over the content type: clients commonly send text/plain for .md and
+        // application/octet-stream for everything, while the file name is what the user chose.
+        let declared = filename
+            .and_then(kind_from_extension)
+            .or_else(|| content_type.and_then(kind_from_content_type));
+
+        // A PDF header is unambiguous, whatever the name says (report.txt that is really a PDF).
+        if is_pdf(bytes) {
+            return Ok(SourceKind::Pdf);
+        }
+        match declared {
+            // It claims a format we support but the bytes are not that format: that is a broken
+            // document (422), not an unsupported type (415).
+            Some(SourceKind::Pdf) => Err(Error::Unparseable(
+                "the file is declared as PDF but does not start with a %PDF- header".into(),
+            )),
+            Some(SourceKind::Docx) if is_zip(bytes) => Ok(SourceKind::Docx),
+            Some(SourceKind::Docx) => Err(Error::Unparseable(
+                "the file is declared as .docx but is not a zip archive \
+                 (legacy .doc and password-protected Word files are not supported)"
+                    .into(),
+            )),
+            Some(kind) if looks_binary(bytes) => Err(Error::UnsupportedMediaType(format!(
+                "the file is declared as {} but its content is binary; {SUPPORTED}",
+                kind.label()
+            ))),
+            Some(kind) => Ok(kind),
+            None => sniff(bytes),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            SourceKind::Text => "plain text",
+            SourceKind::Markdown => "Markdown",
+            SourceKind::Html => "HTML",
+            SourceKind::Pdf => "PDF",
+            SourceKind::Docx => "Word (.docx)",
+        }
+    }
+}
+
+/// 1-based page, char offsets into ParsedDocument.text.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PageSpan {
+    pub page: u32,
+    pub char_start: usize,
+    pub char_end: usize,
+}
+
+/// Serializable so the engine can store it with the job that will chunk and embed it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ParsedDocument {
+    /// md: first `# ` heading; html: <title> or first h1; docx: core.xml title or first Title/Heading1
+    /// paragraph; pdf: Info Title if present.
+    pub title: Option<String>,
+    /// The extracted text.
+    pub text: String,
+    /// True when `text` uses markdown headings (`#`, `##`) that the chunker should honour: md, html, docx.
+    pub markdown: bool,
+    /// PDF only: where each page's text sits in `text`.
+    pub pages: Vec<PageSpan>,
+}
+
+pub fn parse(kind: SourceKind, bytes: &[u8]) -> Result<ParsedDocument> {
+    match kind {
+        SourceKind::Text => Ok(ParsedDocument {
+            title: None,
+            text: decode_text(bytes)?,
+            markdown: false,
+            pages: vec![],
+        }),
+        SourceKind::Markdown => {
+            let text = decode_text(bytes)?;
+            Ok(ParsedDocument {
+                title: first_h1(&text),
+                text,
+                markdown: true,
+                pages: vec![],
+            })
+        }
+        SourceKind::Html => parse_html(bytes),
+        SourceKind::Pdf => parse_pdf(bytes),
+        SourceKind::Docx => parse_docx(bytes),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Detection helpers
+
+fn kind_from_extension(filename: &str) -> Option<SourceKind> {
+    // Only the last path component counts: "v1.2/notes" has no extension.
+    let name = filename.rsplit(['/', '\\']).next().unwrap_or(filename);
+    let (_, ext) = name.rsplit_once('.')?;
+    match ext.to_ascii_lowercase().as_str() {
+        "txt" | "text" => Some(SourceKind::Text),
+        "md" | "markdown" | "mdown" | "mkd" => Some(SourceKind::Markdown),
+        "html" | "htm" | "xhtml" => Some(SourceKind::Html),
+        "pdf" => Some(SourceKind::Pdf),
+        "docx" => Some(SourceKind::Docx),
+        _ => None,
+    }
+}
+
+fn kind_from_content_type(content_type: &str) -> Option<SourceKind> {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "text/markdown" | "text/x-markdown" => Some(SourceKind::Markdown),
+        "text/html" | "application/xhtml+xml" => Some(SourceKind::Html),
+        "application/pdf" | "application/x-pdf" => Some(SourceKind::Pdf),
+        DOCX_MIME => Some(SourceKind::Docx),
+        // text/plain, text/csv, ...: readable as plain text.
+        t if t.starts_with("text/") => Some(SourceKind::Text),
+        // application/octet-stream and anything else says nothing reliable: sniff the bytes.
+        _ => None,
+    }
+}
+
+fn is_pdf(bytes: &[u8]) -> bool {
+    // The PDF spec allows junk before the header within the first 1024 bytes, and real files have it;
+    // but a text file that merely mentions "%PDF-" near its start is not a PDF, so the junk must not
+    // read as text.
+    let head = &bytes[..bytes.len().min(1024)];
+    let Some(at) = head.windows(5).position(|w| w == b"%PDF-") else {
+        return false;
+    };
+    let junk = &head[..at];
+    junk.iter().all(u8::is_ascii_whitespace)
+        || junk.contains(&0)
+        || std::str::from_utf8(junk).is_err()
+}
+
+fn is_zip(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"PK\x03\x04")
+}
+
+/// Binary signatures of formats people upload by mistake, or NUL bytes (which text never has, except
+/// UTF-16, recognised by its BOM; executables and images all have them). Only signatures that cannot
+/// start a text file are listed: "MZ" or "GIF8" could.
+fn looks_binary(bytes: &[u8]) -> bool {
+    const MAGIC: &[&[u8]] = &[
+        b"PK\x03\x04",       // zip, xlsx, pptx, odt
+        b"\xD0\xCF\x11\xE0", // OLE: .doc, .xls, password-protected Office files
+        b"\x89PNG",          // png
+        b"\xFF\xD8\xFF",     // jpeg
+        b"\x1F\x8B",         // gzip
+        b"\x7FELF",          // elf executable
+    ];
+    if MAGIC.iter().any(|m| bytes.starts_with(m)) {
+        return true;
+    }
+    if bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF") {
+        return false;
+    }
+    bytes[..bytes.len().min(8192)].contains(&0)
+}
+
+/// Nothing usable was declared: decide from the content alone.
+fn sniff(bytes: &[u8]) -> Result<SourceKind> {
+    if is_zip(bytes) && zip_has_document_xml(bytes) {
+        return Ok(SourceKind::Docx);
+    }
+    if !looks_binary(bytes)
+        && let Ok(text) = decode_text(bytes)
+    {
+        let head: String = text
+            .trim_start()
+            .chars()
+            .take(64)
+            .collect::<String>()
+            .to_ascii_lowercase();
+        if head.starts_with("<!doctype html") || head.starts_with("<html") {
+            return Ok(SourceKind::Html);
+        }
+        return Ok(SourceKind::Text);
+    }
+    Err(Error::UnsupportedMediaType(format!(
+        "the file type could not be recognised; {SUPPORTED}"
+    )))
+}
+
+fn zip_has_document_xml(bytes: &[u8]) -> bool {
+    zip::ZipArchive::new(Cursor::new(bytes))
+        .is_ok_and(|mut z| z.by_name("word/document.xml").is_ok())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Text and Markdown
+
+/// UTF-8 (BOM stripped), else UTF-16 with a BOM; never lossy, since replacement characters would be
+/// indexed and embedded as if they were content. Line endings become `\n`.
+fn decode_text(bytes: &[u8]) -> Result<String> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let text = match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(utf8_err) => {
+            if let Some(rest) = bytes.strip_prefix(b"\xFF\xFE") {
+                decode_utf16(rest, u16::from_le_bytes)?
+            } else if let Some(rest) = bytes.strip_prefix(b"\xFE\xFF") {
+                decode_utf16(rest, u16::from_be_bytes)?
+            } else {
+                return Err(Error::Unparseable(format!(
+                    "the text is not valid UTF-8 (invalid byte at offset {}); save it as UTF-8 and upload again",
+                    utf8_err.valid_up_to()
+                )));
+            }
+        }
+    };
+    Ok(normalise_newlines(text))
+}
+
+fn decode_utf16(bytes: &[u8], unit: fn([u8; 2]) -> u16) -> Result<String> {
+    if !bytes.len().is_multiple_of(2) {
+        return Err(Error::Unparseable(
+            "the UTF-16 text has an odd number of bytes".into(),
+        ));
+    }
+    let units = bytes.chunks_exact(2).map(|c| unit([c[0], c[1]]));
+    char::decode_utf16(units)
+        .collect::<std::result::Result<String, _>>()
+        .map_err(|_| Error::Unparseable("the UTF-16 text contains an unpaired surrogate".into()))
+}
+
+/// `\r\n` (Windows) and lone `\r` (classic Mac) both become `\n`, so offsets and heading detection see
+/// one kind of line break.
+fn normalise_newlines(text: String) -> String {
+    if !text.contains('\r') {
+        return text;
+    }
+    text.replace("\r\n", "\n").replace('\r', "\n")
+}
+
+fn first_h1(markdown: &str) -> Option<String> {
+    crate::chunk::markdown_headings(markdown)
+        .into_iter()
+        .find(|h| h.level == 1)
+        .map(|h| h.text)
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTML
+
+/// Elements whose text is page chrome or code rather than content.
+const HTML_NOISE: &[&str] = &[
+    "script", "style", "noscript", "template", "nav", "aside", "footer", "iframe", "svg", "canvas",
+    "button", "select", "object", "embed", "dialog",
+];
+
+fn parse_html(bytes: &[u8]) -> Result<ParsedDocument> {
+    let source = decode_text(bytes)?;
+    let config = html2text::config::with_decorator(MarkdownDecorator).no_table_borders();
+    let html_err =
+        |e: html2text::Error| Error::Unparseable(format!("the HTML could not be converted: {e}"));
+    let dom = config.parse_html(source.as_bytes()).map_err(html_err)?;
+
+    let title = find_element(&dom.document, "title").and_then(|t| {
+        // html2text skips <head>, so render the title's own children as a tiny document of their own:
+        // that decodes entities the same way as the body.
+        let tiny = html2text::RcDom::default();
+        tiny.document
+            .children
+            .borrow_mut()
+            .extend(t.children.borrow().iter().cloned());
+        let tree = config.dom_to_render_tree(&tiny).ok()?;
+        let text = config.render_to_string(tree, HTML_WRAP_WIDTH).ok()?;
+        non_empty(text.split_whitespace().collect::<Vec<_>>().join(" "))
+    });
+
+    prune_html_noise(&dom.document);
+    let tree = config.dom_to_render_tree(&dom).map_err(html_err)?;
+    let rendered = config
+        .render_to_string(tree, HTML_WRAP_WIDTH)
+        .map_err(html_err)?;
+    let text = tidy_lines(&rendered);
+    let title = title.or_else(|| first_h1(&text));
+    Ok(ParsedDocument {
+        title,
+        text,
+        markdown: true,
+        pages: vec![],
+    })
+}
+
+fn element_name(node: &html2text::Handle) -> Option<&str> {
+    match &node.data {
+        html2text::Element { name, .. } => Some(&*name.local),
+        _ => None,
+    }
+}
+
+/// Depth-first search without recursion: hostile HTML can nest deeper than the stack.
+fn find_element(root: &html2text::Handle, name: &str) -> Option<html2text::Handle> {
+    let mut stack = vec![root.clone()];
+    while let Some(node) = stack.pop() {
+        if element_name(&node) == Some(name) {
+            return Some(node);
+        }
+        stack.extend(node.children.borrow().iter().rev().cloned());
+    }
+    None
+}
+
+fn is_html_noise(node: &html2text::Handle) -> bool {
+    let html2text::Element { name, attrs, .. } = &node.data else {
+        return false;
+    };
+    if HTML_NOISE.contains(&&*name.local) {
+        return true;
+    }
+    attrs.borrow().iter().any(|a| match &*a.name.local {
+        "hidden" => true,
+        "aria-hidden" => a.value.eq_ignore_ascii_case("true"),
+        "role" => matches!(&*a.value.to_ascii_lowercase(), "navigation" | "search"),
+        _ => false,
+    })
+}
+
+fn prune_html_noise(root: &html2text::Handle) {
+    let mut stack = vec![root.clone()];
+    while let Some(node) = stack.pop() {
+        node.children.borrow_mut().retain(|c| !is_html_noise(c));
+        stack.extend(node.children.borrow().iter().cloned());
+    }
+}
+
+/// Renders HTML as Markdown-ish text: `#` headings, `-` list items, link text without URLs or
+/// footnotes (they are clutter to an embedder), image alt text.
+#[derive(Clone, Debug)]
+struct MarkdownDecorator;
+
+impl html2text::render::TextDecorator for MarkdownDecorator {
+    type Annotation = ();
+
+    fn decorate_link_start(&mut self, _url: &str) -> (String, ()) {
+        (String::new(), ())
+    }
+    fn decorate_link_end(&mut self) -> String {
+        String::new()
+    }
+    fn decorate_em_start(&self) -> (String, ()) {
+        (String::new(), ())
+    }
+    fn decorate_em_end(&self) -> String {
+        String::new()
+    }
+    fn decorate_strong_start(&self) -> (String, ()) {
+        (String::new(), ())
+    }
+    fn decorate_strong_end(&self) -> String {
+        String::new()
+    }
+    fn decorate_strikeout_start(&self) -> (String, ()) {
+        (String::new(), ())
+    }
+    fn decorate_strikeout_end(&self) -> String {
+        String::new()
+    }
+    fn decorate_code_start(&self) -> (String, ()) {
+        (String::new(), ())
+    }
+    fn decorate_code_end(&self) -> String {
+        String::new()
+    }
+    fn decorate_preformat_first(&self) {}
+    fn decorate_preformat_cont(&self) {}
+    fn decorate_image(&mut self, _src: &str, title: &str) -> (String, ()) {
+        (title.to_string(), ())
+    }
+    fn header_prefix(&self, level: usize) -> String {
+        "#".repeat(level.clamp(1, 6)) + " "
+    }
+    fn quote_prefix(&self) -> String {
+        "> ".to_string()
+    }
+    fn unordered_item_prefix(&self) -> String {
+        "- ".to_string()
+    }
+    fn ordered_item_prefix(&self, i: i64) -> String {
+        format!("{i}. ")
+    }
+    fn make_subblock_decorator(&self) -> Self {
+        MarkdownDecorator
+    }
+    fn decorate_superscript_start(&self) -> (String, ()) {
+        (String::new(), ())
+    }
+    fn decorate_superscript_end(&self) -> String {
+        String::new()
+    }
+    fn finalise(&mut self, _urls: Vec<String>) -> Vec<html2text::render::TaggedLine<()>> {
+        Vec::new()
+    }
+}
+
+/// Strips trailing spaces (html2text pads table cells), folds runs of blank lines into one and trims
+/// the whole, so extracted text has no layout whitespace to count as tokens.
+fn tidy_lines(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut blank_run = 0;
+    for line in text.lines() {
+        let line = line.trim_end();
+        if line.is_empty() {
+            blank_run += 1;
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(if blank_run > 0 { "\n\n" } else { "\n" });
+        }
+        blank_run = 0;
+        out.push_str(line);
+    }
+    out
+}
+
+fn non_empty(s: String) -> Option<String> {
+    let t = s.trim();
+    if t.is_empty() {
+        None
+    } else if t.len() == s.len() {
+        Some(s)
+    } else {
+        Some(t.to_string())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PDF
+
+fn parse_pdf(bytes: &[u8]) -> Result<ParsedDocument> {
+    // lopdf and pdf-extract index and unwrap freely on malformed input: a bad upload must fail on its
+    // own, never unwind through the server. (The default panic hook still prints the message; a global
+    // hook to silence it would hide real bugs elsewhere.)
+    match catch_unwind(AssertUnwindSafe(|| extract_pdf(bytes))) {
+        Ok(result) => result,
+        Err(panic) => {
+            tracing::warn!(reason = panic_message(&*panic), "PDF parser panicked");
+            Err(Error::Unparseable(
+                "the PDF is malformed and could not be read".into(),
+            ))
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("unknown panic")
+}
+
+fn encrypted_pdf() -> Error {
+    Error::Unparseable(
+        "the PDF is encrypted (password-protected); remove the password and upload again".into(),
+    )
+}
+
+fn extract_pdf(bytes: &[u8]) -> Result<ParsedDocument> {
+    // lopdf decrypts on load when the user password is empty (owner-only protection, readable by any
+    // viewer); a document still encrypted after loading needs a password we do not have.
+    let doc = pdf_extract::Document::load_mem(bytes).map_err(|e| {
+        if matches!(e, pdf_extract::Error::Decryption(_))
+            || bytes.windows(8).any(|w| w == b"/Encrypt")
+        {
+            encrypted_pdf()
+        } else {
+            Error::Unparseable(format!("the PDF is corrupt or truncated: {e}"))
+        }
+    })?;
+    if doc.is_encrypted() {
+        return Err(encrypted_pdf());
+    }
+
+    let title = pdf_title(&doc);
+    let page_numbers: Vec<u32> = doc.get_pages().into_keys().collect();
+    if page_numbers.is_empty() {
+        return Err(Error::Unparseable("the PDF has no pages".into()));
+    }
+
+    let mut text = String::new();
+    let mut chars = 0usize;
+    let mut pages = Vec::with_capacity(page_numbers.len());
+    let mut first_failure: Option<String> = None;
+    for page in page_numbers {
+        // One page at a time, each guarded: a broken page costs that page's text, not the document's.
+        let raw = match catch_unwind(AssertUnwindSafe(|| pdf_page_text(&doc, page))) {
+            Ok(Ok(raw)) => raw,
+            Ok(Err(reason)) => {
+                tracing::warn!(page, %reason, "could not extract text from PDF page");
+                first_failure.get_or_insert(reason);
+                String::new()
+            }
+            Err(panic) => {
+                let reason = panic_message(&*panic).to_string();
+                tracing::warn!(page, %reason, "PDF parser panicked on page");
+                first_failure.get_or_insert(reason);
+                String::new()
+            }
+        };
+        let page_text = tidy_lines(&normalise_newlines(raw.replace('\0', "")));
+        if !page_text.is_empty() && !text.is_empty() {
+            text.push_str("\n\n");
+            chars += 2;
+        }
+        let char_start = chars;
+        chars += page_text.chars().count();
+        text.push_str(&page_text);
+        pages.push(PageSpan {
+            page,
+            char_start,
+            char_end: chars,
+        });
+    }
+
+    if text.is_empty() {
+        return Err(Error::Unparseable(match first_failure {
+            Some(reason) => format!("no text could be extracted from the PDF: {reason}"),
+            None => {
+                "the PDF has no text layer (probably scanned images); OCR is not supported".into()
+            }
+        }));
+    }
+    Ok(ParsedDocument {
+        title,
+        text,
+        markdown: false,
+        pages,
+    })
+}
+
+fn pdf_page_text(doc: &pdf_extract::Document, page: u32) -> std::result::Result<String, String> {
+    let mut out = String::new();
+    let mut sink = pdf_extract::PlainTextOutput::new(&mut out);
+    pdf_extract::output_doc_page(doc, &mut sink, page).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+fn pdf_title(doc: &pdf_extract::Document) -> Option<String> {
+    let info = doc.trailer.get(b"Info").ok()?;
+    let (_, info) = doc.dereference(info).ok()?;
+    let title = info.as_dict().ok()?.get(b"Title").ok()?;
+    let (_, title) = doc.dereference(title).ok()?;
+    let title = pdf_extract::decode_text_string(title).ok()?;
+    non_empty(title.replace('\0', ""))
+}
+
+// ---------------------------------------------------------------------------------------------
+// DOCX
+
+fn parse_docx(bytes: &[u8]) -> Result<ParsedDocument> {
+    let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
+        .map_err(|e| Error::Unparseable(format!("the .docx is not a readable zip archive: {e}")))?;
+    let document =
+        read_zip_part(&mut zip, "word/document.xml", MAX_DOCX_PART_BYTES)?.ok_or_else(|| {
+            Error::Unparseable("not a Word document: the .docx has no word/document.xml".into())
+        })?;
+    // Styles and metadata only refine the result: when they are missing or broken, carry on without.
+    let styles = read_zip_part(&mut zip, "word/styles.xml", MAX_DOCX_PART_BYTES)
+        .ok()
+        .flatten()
+        .map(|x| docx_styles(&x))
+        .unwrap_or_default();
+    let core_title = read_zip_part(&mut zip, "docProps/core.xml", MAX_DOCX_PART_BYTES)
+        .ok()
+        .flatten()
+        .and_then(|x| docx_core_title(&x));
+
+    let body = docx_body(&document, &styles).map_err(|e| {
+        Error::Unparseable(format!("word/document.xml is not well-formed XML: {e}"))
+    })?;
+    let title = core_title.or(body.first_title).or(body.first_heading1);
+    Ok(ParsedDocument {
+        title,
+        text: body.text,
+        markdown: true,
+        pages: vec![],
+    })
+}
+
+fn read_zip_part(
+    zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    name: &str,
+    cap: u64,
+) -> Result<Option<Vec<u8>>> {
+    let file = match zip.by_name(name) {
+        Ok(file) => file,
+        Err(zip::result::ZipError::FileNotFound) => return Ok(None),
+        Err(e) => {
+            return Err(Error::Unparseable(format!(
+                "could not open {name} in the .docx: {e}"
+            )));
+        }
+    };
+    let mut buf = Vec::new();
+    // Read one byte past the cap to tell "exactly at the cap" from "over it"; never trust the size
+    // the archive declares.
+    file.take(cap + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::Unparseable(format!("could not inflate {name} in the .docx: {e}")))?;
+    if buf.len() as u64 > cap {
+        return Err(Error::Unparseable(format!(
+            "{name} inflates to more than {} MiB; refusing it (possible zip bomb)",
+            cap.div_ceil(1024 * 1024)
+        )));
+    }
+    Ok(Some(buf))
+}
+
+/// What a paragraph style means to us: a title, or a heading of level 1–6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StyleRole {
+    Title,
+    Heading(usize),
+}
+
+impl StyleRole {
+    fn level(self) -> usize {
+        match self {
+            StyleRole::Title => 1,
+            StyleRole::Heading(n) => n,
+        }
+    }
+}
+
+/// Style ids are what paragraphs reference, but Word localises them ("berschrift1" in German);
+/// the style's `w:name` ("heading 1", "Title") and outline level are stable, so map id → role from
+/// styles.xml and fall back to the English ids when it is absent.
+type StyleMap = std::collections::HashMap<String, StyleRole>;
+
+fn role_from_style_id(id: &str) -> Option<StyleRole> {
+    if id.eq_ignore_ascii_case("title") {
+        return Some(StyleRole::Title);
+    }
+    let n = id
+        .strip_prefix("Heading")
+        .or_else(|| id.strip_prefix("heading"))?
+        .parse::<usize>()
+        .ok()?;
+    (1..=6).contains(&n).then_some(StyleRole::Heading(n))
+}
+
+fn role_from_style_name(name: &str) -> Option<StyleRole> {
+    let name = name.to_ascii_lowercase();
+    if name == "title" {
+        return Some(StyleRole::Title);
+    }
+    let n = name
+        .strip_prefix("heading ")?
+        .trim()
+        .parse::<usize>()
+        .ok()?;
+    (1..=6).contains(&n).then_some(StyleRole::Heading(n))
+}
+
+fn attr(e: &BytesStart<'_>, key: &[u8]) -> Option<String> {
+    e.try_get_attribute(key)
+        .ok()
+        .flatten()
+        .and_then(|a| a.unescape_value().ok())
+        .map(|v| v.into_owned())
+}
+
+fn docx_styles(xml: &[u8]) -> StyleMap {
+    let mut map = StyleMap::new();
+    let mut reader = Reader::from_reader(xml);
+    // (style id, role from its name, role from its outline level) of the w:style being read.
+    let mut current: Option<(String, Option<StyleRole>, Option<StyleRole>)> = None;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) | Ok(Event::Empty(e)) => match e.name().as_ref() {
+                b"w:style" => {
+                    let paragraph = attr(&e, b"w:type").is_none_or(|t| t == "paragraph");
+                    current = match attr(&e, b"w:styleId") {
+                        Some(id) if paragraph => Some((id, None, None)),
+                        _ => None,
+                    };
+                }
+                b"w:name" => {
+                    if let Some((_, by_name, _)) = current.as_mut() {
+                        *by_name = attr(&e, b"w:val").as_deref().and_then(role_from_style_name);
+                    }
+                }
+                b"w:outlineLvl" => {
+                    if let Some((_, _, by_outline)) = current.as_mut() {
+                        let level = attr(&e, b"w:val").and_then(|v| v.parse::<usize>().ok());
+                        *by_outline = level.filter(|l| *l < 6).map(|l| StyleRole::Heading(l + 1));
+                    }
+                }
+                _ => {}
+            },
+            Ok(Event::End(e)) if e.name().as_ref() == b"w:style" => {
+                if let Some((id, by_name, by_outline)) = current.take()
+                    && let Some(role) = by_name.or(by_outline).or_else(|| role_from_style_id(&id))
+                {
+                    map.insert(id, role);
+                }
+            }
+            Ok(Event::Eof) | Err(_) => break,
+            _ => {}
+        }
+    }
+    map
+}
+
+fn docx_core_title(xml: &[u8]) -> Option<String> {
+    let mut reader = Reader::from_reader(xml);
+    let mut in_title = false;
+    let mut title = String::new();
+    loop {
+        match reader.read_event().ok()? {
+            Event::Start(e) if e.local_name().as_ref() == b"title" => in_title = true,
+            Event::End(e) if e.local_name().as_ref() == b"title" => break,
+            Event::Text(t) if in_title => title.push_str(&t.unescape().ok()?),
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    non_empty(title)
+}
+
+#[derive(Default)]
+struct DocxTable {
+    rows: Vec<Vec<String>>,
+    row: Vec<String>,
+    cell: Option<String>,
+}
+
+impl DocxTable {
+    fn render(&self, row_sep: &str) -> String {
+        self.rows
+            .iter()
+            .map(|r| r.join(" | "))
+            .filter(|r| !r.trim().is_empty())
+            .collect::<Vec<_>>()
+            .join(row_sep)
+    }
+}
+
+struct DocxBody {
+    text: String,
+    first_title: Option<String>,
+    first_heading1: Option<String>,
+}
+
+/// Walks word/document.xml. Paragraphs become blocks separated by a blank line (so the Markdown
+/// splitter sees paragraph boundaries), heading paragraphs become `#` lines, table rows become lines
+/// of cells joined by ` | `.
+fn docx_body(xml: &[u8], styles: &StyleMap) -> std::result::Result<DocxBody, quick_xml::Error> {
+    let mut reader = Reader::from_reader(xml);
+    let mut out = String::new();
+    let mut first_title = None;
+    let mut first_heading1 = None;
+    // Paragraphs nest (a text box inside a run of an outer paragraph), so keep a stack.
+    let mut paragraphs: Vec<(String, Option<StyleRole>)> = Vec::new();
+    let mut tables: Vec<DocxTable> = Vec::new();
+    let mut in_text = false;
+    let mut run_depth = 0usize;
+
+    loop {
+        let event = reader.read_event()?;
+        match &event {
+            Event::Start(e) | Event::Empty(e) => {
+                let empty = matches!(event, Event::Empty(_));
+                match e.name().as_ref() {
+                    b"w:p" if !empty => paragraphs.push((String::new(), None)),
+                    b"w:pStyle" => {
+                        if let Some((_, role)) = paragraphs.last_mut() {
+                            *role = attr(e, b"w:val").and_then(|id| {
+                                styles.get(&id).copied().or_else(|| role_from_style_id(&id))
+                            });
+                        }
+                    }
+                    b"w:r" if !empty => run_depth += 1,
+                    b"w:t" if !empty => in_text = true,
+                    // w:tab also appears in paragraph properties as a tab stop: only count it in a run.
+                    b"w:tab" if run_depth > 0 => push_para(&mut paragraphs, "\t"),
+                    b"w:br" | b"w:cr" if run_depth > 0 => push_para(&mut paragraphs, "\n"),
+                    b"w:noBreakHyphen" if run_depth > 0 => push_para(&mut paragraphs, "-"),
+                    b"w:tbl" if !empty => tables.push(DocxTable::default()),
+                    b"w:tc" if !empty => {
+                        if let Some(t) = tables.last_mut() {
+                            t.cell = Some(String::new());
+                        }
+                    }
+                    // Alternate content carries the same text twice (modern + legacy rendering); keep
+                    // the first (mc:Choice) and skip the fallback.
+                    b"mc:Fallback" if !empty => {
+                        let end = e.to_end().into_owned();
+                        reader.read_to_end(end.name())?;
+                    }
+                    _ => {}
+                }
+            }
+            Event::Text(t) if in_text => {
+                let text = t.unescape()?;
+                push_para(&mut paragraphs, &text);
+            }
+            Event::End(e) => match e.name().as_ref() {
+                b"w:t" => in_text = false,
+                b"w:r" => run_depth = run_depth.saturating_sub(1),
+                b"w:p" => {
+                    let Some((text, role)) = paragraphs.pop() else {
+                        continue;
+                    };
+                    let text = text.trim_end();
+                    if let Some(cell) = tables.last_mut().and_then(|t| t.cell.as_mut()) {
+                        // A cell's paragraphs share its one line of the row.
+                        let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+                        if !flat.is_empty() {
+                            if !cell.is_empty() {
+                                cell.push(' ');
+                            }
+                            cell.push_str(&flat);
+                        }
+                    } else if text.trim().is_empty() {
+                        // Empty paragraphs are spacing in Word, not content.
+                    } else if let Some(role) = role {
+                        let heading = text.split_whitespace().collect::<Vec<_>>().join(" ");
+                        let first = match role {
+                            StyleRole::Title => &mut first_title,
+                            StyleRole::Heading(1) => &mut first_heading1,
+                            StyleRole::Heading(_) => &mut None,
+                        };
+                        first.get_or_insert_with(|| heading.clone());
+                        push_block(&mut out, &format!("{} {heading}", "#".repeat(role.level())));
+                    } else {
+                        push_block(&mut out, text.trim_start_matches('\n'));
+                    }
+                }
+                b"w:tc" => {
+                    if let Some(t) = tables.last_mut() {
+                        let cell = t.cell.take().unwrap_or_default();
+                        t.row.push(cell);
+                    }
+                }
+                b"w:tr" => {
+                    if let Some(t) = tables.last_mut() {
+                        let row = std::mem::take(&mut t.row);
+                        t.rows.push(row);
+                    }
+                }
+                b"w:tbl" => {
+                    let Some(table) = tables.pop() else { continue };
+                    if let Some(cell) = tables.last_mut().and_then(|t| t.cell.as_mut()) {
+                        // A table nested in a cell must stay on the outer row's line.
+                        let inner = table.render("; ");
+                        if !inner.is_empty() {
+                            if !cell.is_empty() {
+                                cell.push(' ');
+                            }
+                            cell.push_str(&inner);
+                        }
+                    } else {
+                        let rendered = table.render("\n");
+                        if !rendered.is_empty() {
+                            push_block(&mut out, &rendered);
+                        }
+                    }
+                }
+                _ => {}
+            },
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    Ok(DocxBody {
+        text: out,
+        first_title,
+        first_heading1,
+    })
+}
+
+fn push_para(paragraphs: &mut [(String, Option<StyleRole>)], s: &str) {
+    if let Some((text, _)) = paragraphs.last_mut() {
+        text.push_str(s);
+    }
+}
+
+fn push_block(out: &mut String, block: &str) {
+    if !out.is_empty() {
+        out.push_str("\n\n");
+    }
+    out.push_str(block);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    fn unparseable(result: Result<ParsedDocument>) -> String {
+        match result {
+            Err(Error::Unparseable(msg)) => msg,
+            other => panic!("expected Unparseable, got {other:?}"),
+        }
+    }
+
+    /// A zip holding the given (name, content) entries, deflated.
+    fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (name, content) in entries {
+            w.start_file(*name, opts).unwrap();
+            w.write_all(content).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    fn docx_xml(body: &str) -> Vec<u8> {
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+  xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006"><w:body>{body}</w:body></w:document>"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn detect_by_extension_content_type_and_magic() {
+        let d = SourceKind::detect;
+        assert_eq!(d(Some("notes.txt"), None, b"hi").unwrap(), SourceKind::Text);
+        assert_eq!(
+            d(Some("README.MD"), Some("text/plain"), b"# hi").unwrap(),
+            SourceKind::Markdown
+        );
+        assert_eq!(
+            d(None, Some("text/markdown; charset=utf-8"), b"# hi").unwrap(),
+            SourceKind::Markdown
+        );
+        assert_eq!(
+            d(Some("page.htm"), None, b"<p>x</p>").unwrap(),
+            SourceKind::Html
+        );
+        assert_eq!(
+            d(None, Some("text/html"), b"<p>x</p>").unwrap(),
+            SourceKind::Html
+        );
+        assert_eq!(d(None, Some("text/csv"), b"a,b").unwrap(), SourceKind::Text);
+        assert_eq!(
+            d(None, None, "plain é text".as_bytes()).unwrap(),
+            SourceKind::Text
+        );
+        assert_eq!(
+            d(None, Some("application/octet-stream"), b"plain").unwrap(),
+            SourceKind::Text
+        );
+        assert_eq!(
+            d(None, None, b"\n<!DOCTYPE html><html></html>").unwrap(),
+            SourceKind::Html
+        );
+        // Text that merely starts like a binary signature is still text.
+        assert_eq!(
+            d(Some("a.txt"), None, b"MZ is not an executable").unwrap(),
+            SourceKind::Text
+        );
+        assert_eq!(
+            d(None, None, b"The header %PDF-1.7 starts a PDF.").unwrap(),
+            SourceKind::Text
+        );
+        // Magic bytes beat a wrong name or type.
+        let pdf = fixture("two_pages.pdf");
+        assert_eq!(
+            d(Some("report.pdf"), Some("application/pdf"), &pdf).unwrap(),
+            SourceKind::Pdf
+        );
+        assert_eq!(
+            d(Some("report.txt"), Some("text/plain"), &pdf).unwrap(),
+            SourceKind::Pdf
+        );
+        assert_eq!(
+            d(None, Some("application/octet-stream"), &pdf).unwrap(),
+            SourceKind::Pdf
+        );
+        let docx = fixture("sample.docx");
+        assert_eq!(d(Some("a.docx"), None, &docx).unwrap(), SourceKind::Docx);
+        assert_eq!(d(None, Some(DOCX_MIME), &docx).unwrap(), SourceKind::Docx);
+        assert_eq!(
+            d(None, Some("application/octet-stream"), &docx).unwrap(),
+            SourceKind::Docx
+        );
+    }
+
+    #[test]
+    fn detect_rejects_unsupported_types_listing_what_is_supported() {
+        let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+        let exe = b"MZ\x90\0\x03\0\0\0\x04\0";
+        let xlsx = zip_of(&[("xl/workbook.xml", b"<workbook/>")]);
+        for (name, ctype, bytes) in [
+            (Some("photo.png"), None, &png[..]),
+            (None, Some("image/png"), &png[..]),
+            (
+                None,
+                Some("application/octet-stream"),
+                &b"\0\x01\x02\xff\xfe binary"[..],
+            ),
+            (Some("setup.exe"), None, &exe[..]),
+            (
+                Some("setup.exe"),
+                Some("application/octet-stream"),
+                &exe[..],
+            ),
+            (Some("sheet.xlsx"), None, &xlsx[..]),
+            (Some("photo.txt"), Some("text/plain"), &png[..]),
+            (None, None, &b"\xff\xff\xff not utf8"[..]),
+        ] {
+            match SourceKind::detect(name, ctype, bytes) {
+                Err(Error::UnsupportedMediaType(msg)) => {
+                    assert!(
+                        msg.contains(".pdf") && msg.contains(".docx") && msg.contains(".md"),
+                        "{msg}"
+                    )
+                }
+                other => panic!("{name:?} {ctype:?}: expected UnsupportedMediaType, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn detect_reports_a_declared_format_with_wrong_bytes_as_unparseable() {
+        assert!(matches!(
+            SourceKind::detect(Some("x.pdf"), None, b"hello"),
+            Err(Error::Unparseable(_))
+        ));
+        assert!(matches!(
+            SourceKind::detect(Some("x.docx"), None, b"hello"),
+            Err(Error::Unparseable(_))
+        ));
+        let ole = b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1";
+        assert!(matches!(
+            SourceKind::detect(None, Some(DOCX_MIME), ole),
+            Err(Error::Unparseable(_))
+        ));
+    }
+
+    #[test]
+    fn text_strips_bom_and_normalises_newlines() {
+        let doc = parse(SourceKind::Text, b"\xEF\xBB\xBFone\r\ntwo\rthree\n").unwrap();
+        assert_eq!(doc.text, "one\ntwo\nthree\n");
+        assert!(!doc.markdown);
+        assert_eq!(doc.title, None);
+        assert!(doc.pages.is_empty());
+    }
+
+    #[test]
+    fn text_decodes_utf16_with_bom_and_rejects_other_invalid_utf8() {
+        let mut le = vec![0xFF, 0xFE];
+        le.extend("héllo 日本\r\n".encode_utf16().flat_map(u16::to_le_bytes));
+        assert_eq!(parse(SourceKind::Text, &le).unwrap().text, "héllo 日本\n");
+        let mut be = vec![0xFE, 0xFF];
+        be.extend("héllo 🎉".encode_utf16().flat_map(u16::to_be_bytes));
+        assert_eq!(parse(SourceKind::Text, &be).unwrap().text, "héllo 🎉");
+
+        let msg = unparseable(parse(SourceKind::Text, b"caf\xe9 latin-1"));
+        assert!(msg.contains("UTF-8"), "{msg}");
+        unparseable(parse(SourceKind::Text, &[0xFF, 0xFE, 0x41]));
+        unparseable(parse(
+            SourceKind::Text,
+            &[0xFF, 0xFE, 0x00, 0xD8, 0x41, 0x00],
+        )); // lone surrogate
+    }
+
+    #[test]
+    fn markdown_title_is_the_first_h1_outside_code() {
+        let md = "intro\n```\n# not a heading\n```\n## Sub\n# Real Title #\n# Second\n";
+        let doc = parse(SourceKind::Markdown, md.as_bytes()).unwrap();
+        assert_eq!(doc.title.as_deref(), Some("Real Title"));
+        assert!(doc.markdown);
+        assert_eq!(doc.text, md);
+    }
+
+    #[test]
+    fn html_keeps_headings_and_drops_noise() {
+        let doc = parse(SourceKind::Html, &fixture("sample.html")).unwrap();
+        assert_eq!(doc.title.as_deref(), Some("Coffee Brewing & Tea"));
+        assert!(doc.markdown);
+        let t = &doc.text;
+        assert!(t.starts_with("# Brewing Coffee\n"), "{t}");
+        assert!(t.contains("\n## French Press\n"), "{t}");
+        assert!(t.contains("\n## Espresso\n"), "{t}");
+        assert!(t.contains("filtered water"), "{t}");
+        assert!(t.contains("four minutes"), "{t}");
+        assert!(t.contains("- Coarse grind"), "{t}");
+        for noise in [
+            "SCRIPT_NOISE",
+            "NAV_NOISE",
+            "FOOTER_NOISE",
+            "font-family",
+            "http",
+            "[1]",
+        ] {
+            assert!(!t.contains(noise), "{noise} leaked into {t}");
+        }
+    }
+
+    #[test]
+    fn html_without_title_uses_first_h1_and_does_not_wrap() {
+        let long = "word ".repeat(200);
+        let html = format!(
+            "<html><body><p>pre</p><h1>Main &lt;Topic&gt;</h1><p>{long}</p><table><tr><td>a</td><td>b</td></tr></table></body></html>"
+        );
+        let doc = parse(SourceKind::Html, html.as_bytes()).unwrap();
+        assert_eq!(doc.title.as_deref(), Some("Main <Topic>"));
+        assert!(doc.text.contains(long.trim()), "{}", doc.text);
+    }
+
+    #[test]
+    fn pdf_text_is_split_by_page() {
+        let doc = parse(SourceKind::Pdf, &fixture("two_pages.pdf")).unwrap();
+        assert_eq!(doc.title.as_deref(), Some("Quarterly Report"));
+        assert!(!doc.markdown);
+        assert_eq!(
+            doc.pages.iter().map(|p| p.page).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        let chars: Vec<char> = doc.text.chars().collect();
+        let page = |i: usize| {
+            chars[doc.pages[i].char_start..doc.pages[i].char_end]
+                .iter()
+                .collect::<String>()
+        };
+        assert!(
+            page(0).contains("Page one talks about apples."),
+            "{:?}",
+            page(0)
+        );
+        assert!(page(0).contains("grow on trees"), "{:?}", page(0));
+        assert!(!page(0).contains("bananas"));
+        assert!(
+            page(1).contains("Page two talks about bananas."),
+            "{:?}",
+            page(1)
+        );
+        assert_eq!(doc.pages[1].char_end, chars.len());
+    }
+
+    #[test]
+    fn encrypted_corrupt_and_scanned_pdfs_are_unparseable() {
+        let msg = unparseable(parse(SourceKind::Pdf, &fixture("encrypted.pdf")));
+        assert!(msg.contains("encrypted"), "{msg}");
+        unparseable(parse(SourceKind::Pdf, &fixture("corrupt.pdf")));
+        let msg = unparseable(parse(SourceKind::Pdf, &fixture("scanned.pdf")));
+        assert!(
+            msg.contains("no text layer") && msg.contains("OCR"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn malformed_pdfs_never_panic() {
+        let good = fixture("two_pages.pdf");
+        let mut cases: Vec<Vec<u8>> = vec![
+            b"%PDF-1.4".to_vec(),
+            b"%PDF-1.4\ntrailer\n<< /Root 1 0 R >>\n%%EOF".to_vec(),
+            b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\nxref\n0 2\n0000000000 65535 f \n0000000009 00000 n \ntrailer\n<< /Root 1 0 R /Size 2 >>\nstartxref\n58\n%%EOF".to_vec(),
+        ];
+        for cut in (16..good.len()).step_by(97) {
+            cases.push(good[..cut].to_vec());
+        }
+        // Flip bytes throughout a valid file.
+        for at in (0..good.len()).step_by(53) {
+            let mut bad = good.clone();
+            bad[at] ^= 0x5A;
+            cases.push(bad);
+        }
+        for bytes in cases {
+            // Either outcome is fine; a panic escaping would fail the test.
+            let _ = parse(SourceKind::Pdf, &bytes);
+        }
+    }
+
+    #[test]
+    fn docx_headings_paragraphs_and_tables() {
+        let doc = parse(SourceKind::Docx, &fixture("sample.docx")).unwrap();
+        assert_eq!(doc.title.as_deref(), Some("Gardening Guide"));
+        assert!(doc.markdown);
+        assert_eq!(
+            doc.text,
+            "# Gardening Guide\n\n\
+             An introduction to growing vegetables at home.\n\n\
+             # Soil\n\n\
+             Good soil is loose.\nIt drains well.\tAlways.\n\n\
+             ## Compost\n\n\
+             Compost feeds the soil with nutrients.\n\n\
+             # Watering\n\n\
+             Plant | Water\nTomato | Daily\nCactus | Monthly\n\n\
+             Water early in the morning."
+        );
+    }
+
+    #[test]
+    fn docx_title_falls_back_to_styles_and_skips_fallback_content() {
+        let body = r#"<w:p><w:pPr><w:pStyle w:val="berschrift1"/><w:tabs><w:tab w:val="left" w:pos="720"/></w:tabs></w:pPr>
+            <w:r><w:t xml:space="preserve">Kapitel &amp; Eins </w:t></w:r></w:p>
+            <w:p><w:r><w:t>Text</w:t></w:r><w:r><mc:AlternateContent><mc:Choice Requires="wps"><w:t>!</w:t></mc:Choice>
+            <mc:Fallback><w:t>DUPLICATE</w:t></mc:Fallback></mc:AlternateContent></w:r></w:p>
+            <w:p/><w:p><w:pPr><w:pStyle w:val="Heading3"/></w:pPr><w:r><w:t>Deep</w:t></w:r></w:p>"#;
+        let styles = br#"<?xml version="1.0"?><w:styles xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">
+            <w:style w:type="paragraph" w:styleId="berschrift1"><w:name w:val="heading 1"/></w:style>
+            <w:style w:type="character" w:styleId="Heading3"><w:name w:val="Heading 3 Char"/></w:style></w:styles>"#;
+        let bytes = zip_of(&[
+            ("word/document.xml", &docx_xml(body)),
+            ("word/styles.xml", styles),
+        ]);
+        let doc = parse(SourceKind::Docx, &bytes).unwrap();
+        assert_eq!(doc.text, "# Kapitel & Eins\n\nText!\n\n### Deep");
+        assert_eq!(doc.title.as_deref(), Some("Kapitel & Eins"));
+    }
+
+    #[test]
+    fn broken_docx_is_unparseable() {
+        unparseable(parse(SourceKind::Docx, b"PK\x03\x04 not really a zip"));
+        let msg = unparseable(parse(SourceKind::Docx, &zip_of(&[("other.xml", b"<a/>")])));
+        assert!(msg.contains("word/document.xml"), "{msg}");
+        let msg = unparseable(parse(
+            SourceKind::Docx,
+            &zip_of(&[("word/document.xml", b"<w:document><w:body></w:p>")]),
+        ));
+        assert!(msg.contains("XML"), "{msg}");
+    }
+
+    #[test]
+    fn docx_parts_are_capped_against_zip_bombs() {
+        let big = docx_xml(&"<w:p><w:r><w:t>aaaaaaaaaaaaaaaa</w:t></w:r></w:p>".repeat(100));
+        let bytes = zip_of(&[("word/document.xml", &big)]);
+        let mut zip = zip::ZipArchive::new(Cursor::new(&bytes[..])).unwrap();
+        let cap = big.len() as u64;
+        assert_eq!(
+            read_zip_part(&mut zip, "word/document.xml", cap)
+                .unwrap()
+                .unwrap(),
+            big
+        );
+        match read_zip_part(&mut zip, "word/document.xml", cap - 1) {
+            Err(Error::Unparseable(msg)) => assert!(msg.contains("zip bomb"), "{msg}"),
+            other => panic!("expected Unparseable, got {other:?}"),
+        }
+    }
 }

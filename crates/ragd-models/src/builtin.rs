@@ -1,4 +1,4 @@
-//! The built-in embedder: all-MiniLM-L6-v2 on candle (CPU, f32), with sentence-transformers' exact semantics and
+//! The built-in embedder: all-MiniLM-L6-v2 on the CPU (f32, see `bert`), with sentence-transformers' exact semantics and
 //! a dedicated worker thread that batches concurrent requests together.
 //!
 //! Semantics, matching `SentenceTransformer("all-MiniLM-L6-v2").encode(texts, normalize_embeddings=True)`:
@@ -7,7 +7,7 @@
 //! over the attention mask, then L2 normalisation.
 //!
 //! Threading: `embed()` only sends a message and awaits a oneshot, so async runtime threads never run the model.
-//! The worker thread owns the model and a private rayon pool (candle's matmuls and the tokenizer both use rayon),
+//! The worker thread owns the model and a private rayon pool (the encoder and the tokenizer both use rayon),
 //! sized to the machine's cores so inference does not oversubscribe the CPU.
 
 use std::collections::VecDeque;
@@ -17,13 +17,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 use async_trait::async_trait;
-use candle_core::{D, DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
 use ragd_core::embed::{EmbedKind, Embedder, TokenCounter};
 use ragd_core::{Error, Result};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 use tokio::sync::oneshot;
+
+use crate::bert::{Bert, BertConfig, Scratch};
 
 /// Model id recorded with collections.
 pub const BUILTIN_MODEL_ID: &str = "builtin:all-MiniLM-L6-v2";
@@ -94,7 +93,7 @@ impl BuiltinEmbedder {
             .map_err(|e| Error::internal(format!("cannot start the embedder's thread pool: {e}")))?;
         let (tx, rx) = mpsc::channel::<Job>();
         let alive = Arc::new(AtomicBool::new(true));
-        let worker = Worker { model, max_batch: opts.max_batch.max(1), pool, alive: alive.clone() };
+        let worker = Worker { model, scratch: Scratch::default(), max_batch: opts.max_batch.max(1), pool, alive: alive.clone() };
         std::thread::Builder::new()
             .name("ragd-embedder".into())
             .spawn(move || worker.run(rx))
@@ -153,17 +152,16 @@ impl TokenCounter for BuiltinTokenCounter {
     }
 }
 
-/// Weights, config and the truncating tokenizer; owned by the worker thread.
+/// Weights and the truncating tokenizer; owned by the worker thread.
 struct Model {
-    bert: BertModel,
+    bert: Bert,
     tokenizer: Tokenizer,
-    device: Device,
 }
 
 impl Model {
     fn load(dir: &Path) -> Result<Model> {
         let path = |f: &str| -> PathBuf { dir.join(f) };
-        let config: Config = serde_json::from_slice(
+        let config: BertConfig = serde_json::from_slice(
             &std::fs::read(path("config.json")).map_err(|e| load_error(format!("cannot read config.json: {e}")))?,
         )
         .map_err(|e| load_error(format!("{} is not a BERT config: {e}", path("config.json").display())))?;
@@ -177,26 +175,25 @@ impl Model {
                 stride: 0,
             }))
             .map_err(|e| Error::internal(format!("tokenizer: {e}")))?;
-        // Padding to the longest text of a batch is done when the batch is assembled (see `forward`), because
-        // batches are formed after tokenising, from token lengths.
+        // No padding: the encoder packs each batch's tokens without any (see `bert`), which computes exactly what
+        // padding to the longest text plus an attention mask computes.
         tokenizer.with_padding(None);
 
-        let device = Device::Cpu;
         // Read into memory once rather than memory-mapped: mapping needs `unsafe`, which the workspace forbids.
-        let bytes = std::fs::read(path("model.safetensors"))
-            .map_err(|e| load_error(format!("cannot read {}: {e}", path("model.safetensors").display())))?;
-        let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, &device)
-            .map_err(|e| load_error(format!("{} is not a safetensors file: {e}", path("model.safetensors").display())))?;
-        let bert = BertModel::load(vb, &config)
-            .map_err(|e| load_error(format!("{} does not hold a BERT model: {e}", path("model.safetensors").display())))?;
-        if config.hidden_size != BUILTIN_DIMENSIONS {
+        // The weights are converted into their own buffers, so these bytes are freed right after loading.
+        let weights = path("model.safetensors");
+        let bytes =
+            std::fs::read(&weights).map_err(|e| load_error(format!("cannot read {}: {e}", weights.display())))?;
+        let bert = Bert::load(config, &bytes, &weights)
+            .map_err(|e| load_error(format!("{} does not hold a usable BERT model: {e}", weights.display())))?;
+        if bert.hidden_size() != BUILTIN_DIMENSIONS {
             return Err(load_error(format!(
                 "{} has hidden size {}, expected {BUILTIN_DIMENSIONS} for all-MiniLM-L6-v2",
                 dir.display(),
-                config.hidden_size
+                bert.hidden_size()
             )));
         }
-        Ok(Model { bert, tokenizer, device })
+        Ok(Model { bert, tokenizer })
     }
 
     fn tokenize(&self, texts: &[String]) -> Result<Vec<Vec<u32>>> {
@@ -206,32 +203,6 @@ impl Model {
             .encode_batch_fast(inputs, true)
             .map_err(|e| Error::invalid("invalid_request", format!("cannot tokenise text: {e}")))?;
         Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
-    }
-
-    /// One forward pass over texts already tokenised; returns one normalised vector per text, in order.
-    fn forward(&self, batch: &[&[u32]]) -> candle_core::Result<Vec<Vec<f32>>> {
-        let b = batch.len();
-        let len = batch.iter().map(|ids| ids.len()).max().unwrap_or(0);
-        // Pad to the longest in the batch; pad id 0 is [PAD] and the mask hides it from attention and pooling.
-        let mut ids = vec![0u32; b * len];
-        let mut mask = vec![0f32; b * len];
-        for (row, toks) in batch.iter().enumerate() {
-            ids[row * len..row * len + toks.len()].copy_from_slice(toks);
-            mask[row * len..row * len + toks.len()].fill(1.0);
-        }
-        let ids = Tensor::from_vec(ids, (b, len), &self.device)?;
-        let mask = Tensor::from_vec(mask, (b, len), &self.device)?;
-        let type_ids = ids.zeros_like()?;
-        let hidden = self.bert.forward(&ids, &type_ids, Some(&mask))?; // (b, len, 384)
-
-        // Mean pooling over real tokens: sum(hidden * mask) / count, as sentence-transformers' Pooling does.
-        let mask3 = mask.unsqueeze(2)?; // (b, len, 1)
-        let summed = hidden.broadcast_mul(&mask3)?.sum(1)?; // (b, 384)
-        let counts = mask.sum_keepdim(1)?.clamp(1e-9, f64::MAX)?; // (b, 1)
-        let mean = summed.broadcast_div(&counts)?;
-        // L2 normalise with torch's F.normalize eps, so an all-zero vector stays finite.
-        let norms = mean.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-        mean.broadcast_div(&norms)?.to_vec2::<f32>()
     }
 }
 
@@ -250,6 +221,7 @@ struct Pending {
 
 struct Worker {
     model: Model,
+    scratch: Scratch,
     max_batch: usize,
     pool: rayon::ThreadPool,
     alive: Arc<AtomicBool>,
@@ -266,7 +238,7 @@ impl Drop for AliveGuard {
 
 impl Worker {
     /// The receiver stays outside `Worker` so `&Worker` can cross into the rayon pool (a Receiver is not Sync).
-    fn run(self, rx: mpsc::Receiver<Job>) {
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
         let _guard = AliveGuard(self.alive.clone());
         let mut queue: VecDeque<Pending> = VecDeque::new();
         loop {
@@ -306,7 +278,7 @@ impl Worker {
     }
 
     /// Takes up to `max_batch` texts from the front of the queue (spanning requests), runs them, hands out answers.
-    fn run_batch(&self, queue: &mut VecDeque<Pending>) {
+    fn run_batch(&mut self, queue: &mut VecDeque<Pending>) {
         // A caller that went away (timeout, disconnect) no longer needs its vectors; skip the work.
         queue.retain(|p| p.reply.as_ref().is_some_and(|r| !r.is_closed()));
         let mut picks: Vec<(usize, usize)> = Vec::with_capacity(self.max_batch); // (queue slot, text index)
@@ -323,11 +295,14 @@ impl Worker {
             return;
         }
         let batch: Vec<&[u32]> = picks.iter().map(|&(slot, i)| queue[slot].tokens[i].as_slice()).collect();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.pool.install(|| self.model.forward(&batch))));
+        let (model, scratch, pool) = (&self.model, &mut self.scratch, &self.pool);
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.install(|| model.bert.embed(&batch, scratch))));
         let result = match result {
             Ok(Ok(vectors)) => Ok(vectors),
             Ok(Err(e)) => Err(format!("inference failed: {e}")),
-            // A panic in the maths must fail this batch's requests, not take the worker down with it.
+            // A panic in the maths must fail this batch's requests, not take the worker down with it. The scratch
+            // buffers may be half-written, which is harmless: every batch overwrites what it reads.
             Err(_) => Err("inference panicked".to_string()),
         };
         match result {

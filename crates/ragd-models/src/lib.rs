@@ -1,6 +1,7 @@
 //! ragd-models: the embedders behind `ragd_core::embed::Embedder` — built-in all-MiniLM-L6-v2 on candle, Ollama and
 //! OpenAI-compatible HTTP providers — and the fetcher that installs the built-in models into the model cache.
 
+mod bert;
 pub mod builtin;
 pub mod fetch;
 pub mod http;

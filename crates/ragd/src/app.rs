@@ -9,7 +9,7 @@ use ragd_core::embed::{ApproxTokenCounter, Embedder, TokenCounter};
 use ragd_core::engine::{Engine, Parts};
 use ragd_core::settings::{EmbedderKind, Settings, Sources};
 use ragd_models::builtin::{BuiltinEmbedder, BuiltinOptions};
-use ragd_models::http::{OllamaEmbedder, OpenAiEmbedder};
+use ragd_models::http::{HttpEmbedderConfig, OllamaEmbedder, OpenAiEmbedder};
 use ragd_store::{EmbeddedStore, RedbCatalog};
 
 /// Builds the embedder the settings ask for, with the token counter chunking should use.
@@ -24,16 +24,16 @@ pub async fn embedder(settings: &Settings) -> anyhow::Result<(Arc<dyn Embedder>,
             let tokens = builtin.token_counter();
             (Arc::new(builtin), tokens)
         }
-        EmbedderKind::Ollama => {
-            let (url, model) = (e.url.clone().unwrap_or_default(), e.model.clone().unwrap_or_default());
-            let emb = OllamaEmbedder::connect(&url, &model, timeout).await?;
-            (Arc::new(emb), Arc::new(ApproxTokenCounter))
-        }
-        EmbedderKind::Openai => {
-            let (url, model) = (e.url.clone().unwrap_or_default(), e.model.clone().unwrap_or_default());
-            let key = e.api_key.as_ref().map(|k| k.expose().to_owned());
-            let emb = OpenAiEmbedder::connect(&url, &model, key, timeout).await?;
-            (Arc::new(emb), Arc::new(ApproxTokenCounter))
+        EmbedderKind::Ollama | EmbedderKind::Openai => {
+            let mut cfg = HttpEmbedderConfig::new(e.url.clone().unwrap_or_default(), e.model.clone().unwrap_or_default());
+            cfg.api_key = e.api_key.as_ref().map(|k| k.expose().to_owned());
+            cfg.timeout = timeout;
+            let emb: Arc<dyn Embedder> = if e.kind == EmbedderKind::Ollama {
+                Arc::new(OllamaEmbedder::connect(cfg).await?)
+            } else {
+                Arc::new(OpenAiEmbedder::connect(cfg).await?)
+            };
+            (emb, Arc::new(ApproxTokenCounter))
         }
     })
 }

@@ -47,7 +47,8 @@ struct Dataset {
 }
 
 enum Backend {
-    Local(Arc<Engine>, tempfile::TempDir),
+    // The TempDir is held so the data folder outlives the engine using it.
+    Local(Arc<Engine>, #[allow(dead_code)] tempfile::TempDir),
     Remote(Client),
 }
 

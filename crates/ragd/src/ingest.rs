@@ -88,7 +88,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
             Upload::Files(files) => {
                 let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
                 let key = batch_key(files.iter().map(|(n, b)| (n.as_bytes(), b.as_slice())));
-                let mut result = client.upload_files(&args.collection, files.clone(), &key).await;
+                let result = client.upload_files(&args.collection, files.clone(), &key).await;
                 // One bad file must not sink its batch: retry the batch one file at a time.
                 if result.as_ref().is_err_and(|e| is_document_error(e)) && files.len() > 1 {
                     for (name, bytes) in files {
