@@ -67,6 +67,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data = %data.display(), embedder = engine.embedder().model_id(), "ragd is serving");
+    // One plain line on stdout, for scripts and tests that start ragd on port 0.
+    println!("ragd listening on http://{addr}");
     ragd_server::serve(listener, engine, shutdown_signal()).await?;
     tracing::info!("ragd stopped");
     Ok(())

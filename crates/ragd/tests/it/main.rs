@@ -1,1 +1,6 @@
-//! Black-box tests placeholder
+//! Black-box tests: each starts the real `ragd` binary on port 0 with a temporary data folder and the
+//! real built-in embedder, and talks HTTP to it (one test binary, to keep link times down).
+
+mod api;
+mod durability;
+mod support;

@@ -1,0 +1,159 @@
+//! Starting and stopping real ragd servers for the tests.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub fn models_dir() -> PathBuf {
+    let dir = std::env::var_os("RAGD_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/ragd/models"));
+    assert!(
+        dir.join("all-MiniLM-L6-v2/model.safetensors").exists(),
+        "the built-in model is missing from {}: run `ragd models fetch` (scripts/test.sh does)",
+        dir.display()
+    );
+    dir
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ragd-core/tests/fixtures").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+pub fn dataset() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets/msmarco-5k")
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub data: PathBuf,
+    env: Vec<(String, String)>,
+    pub http: reqwest::Client,
+}
+
+impl Server {
+    pub fn start(data: &Path) -> Server {
+        Server::start_with(data, &[])
+    }
+
+    pub fn start_with(data: &Path, env: &[(&str, &str)]) -> Server {
+        let env: Vec<(String, String)> = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let (child, base) = spawn(data, &env);
+        Server { child: Some(child), base, data: data.to_owned(), env, http: reqwest::Client::new() }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        let (child, base) = spawn(&self.data, &self.env);
+        self.child = Some(child);
+        self.base = base;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        decode(self.http.get(self.url(path)).send().await.expect("request")).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        decode(self.http.delete(self.url(path)).send().await.expect("request")).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        decode(self.http.post(self.url(path)).json(&body).send().await.expect("request")).await
+    }
+
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        let r = self.http.post(self.url(path)).header("content-type", content_type).body(body);
+        decode(r.send().await.expect("request")).await
+    }
+
+    pub async fn upload(&self, collection: &str, name: &str, bytes: Vec<u8>) -> (u16, Value) {
+        let form = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned()));
+        let r = self.http.post(self.url(&format!("/api/v1/collections/{collection}/documents?wait=true"))).multipart(form);
+        decode(r.send().await.expect("request")).await
+    }
+
+    pub async fn create(&self, name: &str) {
+        let (s, b) = self.post("/api/v1/collections", json!({ "name": name })).await;
+        assert_eq!(s, 201, "{b}");
+    }
+
+    pub async fn search(&self, collection: &str, body: Value) -> Value {
+        let (s, b) = self.post(&format!("/api/v1/collections/{collection}/search"), body).await;
+        assert_eq!(s, 200, "{b}");
+        b
+    }
+
+    /// Polls a job until it is done or failed.
+    pub async fn wait_job(&self, id: &str) -> Value {
+        let t = Instant::now();
+        loop {
+            let (s, job) = self.get(&format!("/api/v1/jobs/{id}")).await;
+            assert_eq!(s, 200, "{job}");
+            if job["status"] == "done" || job["status"] == "failed" {
+                return job;
+            }
+            assert!(t.elapsed() < Duration::from_secs(600), "job {id} did not finish: {job}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+async fn decode(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn spawn(data: &Path, env: &[(String, String)]) -> (Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ragd"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .arg("--models")
+        .arg(models_dir())
+        .env("RAGD_LOG", "warn")
+        .env_remove("RAGD_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start ragd");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let base = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(url) = line.strip_prefix("ragd listening on ") {
+                    break url.trim().to_owned();
+                }
+            }
+            _ => panic!("ragd exited before listening (see its stderr above)"),
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, base)
+}
