@@ -28,7 +28,10 @@ fn passages(n: usize) -> Vec<String> {
     (0..n)
         .map(|i| {
             let k = 2 + (i * 7) % 5;
-            (0..k).map(|j| SENTENCES[(i * 5 + j * 3) % SENTENCES.len()]).collect::<Vec<_>>().join(" ")
+            (0..k)
+                .map(|j| SENTENCES[(i * 5 + j * 3) % SENTENCES.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
         })
         .collect()
 }
@@ -54,7 +57,10 @@ async fn main() {
     println!("load: {:.2?}", t.elapsed());
     let counter = e.token_counter();
     let tokens: usize = texts.iter().map(|t| counter.count_tokens(t) + 2).sum();
-    println!("256 passages, mean {:.1} tokens with [CLS]/[SEP]", tokens as f64 / 256.0);
+    println!(
+        "256 passages, mean {:.1} tokens with [CLS]/[SEP]",
+        tokens as f64 / 256.0
+    );
     e.embed(texts[..32].to_vec(), EmbedKind::Passage).await.unwrap(); // warm-up
     for round in 0..3 {
         let t = Instant::now();

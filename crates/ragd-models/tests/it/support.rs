@@ -7,15 +7,20 @@ use ragd_models::{BuiltinEmbedder, BuiltinOptions, check_models, default_models_
 
 /// `RAGD_MODELS_DIR`, else the default cache, the same place `ragd models fetch` installs to.
 pub fn models_dir() -> PathBuf {
-    std::env::var_os("RAGD_MODELS_DIR").map(PathBuf::from).unwrap_or_else(default_models_dir)
+    std::env::var_os("RAGD_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(default_models_dir)
 }
 
 /// The models are a precondition of the test suite (the project's test script fetches them first), so their
 /// absence fails loudly instead of skipping: a skipped equivalence test would hide a broken setup.
 pub fn require_models() -> PathBuf {
     let dir = models_dir();
-    let missing: Vec<String> =
-        check_models(&dir).into_iter().filter(|m| m.model == "all-MiniLM-L6-v2").map(|m| m.to_string()).collect();
+    let missing: Vec<String> = check_models(&dir)
+        .into_iter()
+        .filter(|m| m.model == "all-MiniLM-L6-v2")
+        .map(|m| m.to_string())
+        .collect();
     assert!(
         missing.is_empty(),
         "the built-in model is not installed in {} (set RAGD_MODELS_DIR to change it); run `ragd models fetch` \
