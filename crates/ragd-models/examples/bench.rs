@@ -62,6 +62,17 @@ async fn main() {
         tokens as f64 / 256.0
     );
     e.embed(texts[..32].to_vec(), EmbedKind::Passage).await.unwrap(); // warm-up
+    let query = vec!["how do I reset my router?".to_string()];
+    let t = Instant::now();
+    for _ in 0..20 {
+        e.embed(query.clone(), EmbedKind::Query).await.unwrap();
+    }
+    println!("one short query: {:.1} ms", t.elapsed().as_secs_f64() * 1000.0 / 20.0);
+    let t = Instant::now();
+    for _ in 0..5 {
+        e.embed(texts[..32].to_vec(), EmbedKind::Passage).await.unwrap();
+    }
+    println!("one call of 32 passages: {:.1} ms", t.elapsed().as_secs_f64() * 1000.0 / 5.0);
     for round in 0..3 {
         let t = Instant::now();
         e.embed(texts.clone(), EmbedKind::Passage).await.unwrap();

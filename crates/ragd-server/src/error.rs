@@ -60,6 +60,10 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let mut response = error_response(status, e.code(), message);
+        if let Error::TooLarge(_) = &e {
+            // The rest of the body was not read: the connection cannot carry another request.
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Error::Unavailable { retry_after, .. } = &e {
             let secs = retry_after.map(|d| d.as_secs().max(1)).unwrap_or(5);
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -107,7 +107,7 @@ async fn concurrent_requests_get_their_own_vectors() {
                 .map(|i| {
                     format!(
                         "request {r} text {i}: {}",
-                        "lorem ipsum dolor sit amet ".repeat((r * 7 + i * 3) % 40)
+                        "lorem ipsum dolor sit amet ".repeat((r * 7 + i * 3) % 12)
                     )
                 })
                 .collect()

@@ -24,8 +24,18 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
 
-pub fn dataset() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets/msmarco-5k")
+/// The msmarco-5k BEIR folder: `RAGD_TEST_DATASET`, else `shared/datasets/msmarco-5k` beside any
+/// ancestor of the repository (the team's layout), else `/work/shared/...`.
+pub fn dataset() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("RAGD_TEST_DATASET") {
+        return Some(PathBuf::from(p));
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .map(|a| a.join("shared/datasets/msmarco-5k"))
+        .chain([PathBuf::from("/work/shared/datasets/msmarco-5k")])
+        .find(|p| p.join("corpus.jsonl").exists())
 }
 
 pub struct Server {
