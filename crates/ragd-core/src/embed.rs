@@ -1,4 +1,4 @@
-//! The `Embedder` trait: turns texts into dense vectors. Built-in (candle) and HTTP providers implement it.
+//! The `Embedder` trait: turns texts into dense vectors. The built-in model and HTTP providers implement it.
 
 use async_trait::async_trait;
 

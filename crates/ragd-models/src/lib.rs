@@ -1,4 +1,4 @@
-//! ragd-models: the embedders behind `ragd_core::embed::Embedder` — built-in all-MiniLM-L6-v2 on candle, Ollama and
+//! ragd-models: the embedders behind `ragd_core::embed::Embedder` — built-in all-MiniLM-L6-v2 (own BERT encoder on ndarray GEMMs), Ollama and
 //! OpenAI-compatible HTTP providers — and the fetcher that installs the built-in models into the model cache.
 
 mod bert;
