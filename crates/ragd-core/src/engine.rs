@@ -360,6 +360,7 @@ impl Engine {
                     limit: top_k,
                     candidates: self.settings.search.candidates.max(top_k),
                     rrf_k: self.settings.search.rrf_k,
+                    weights: (self.settings.search.dense_weight, self.settings.search.lexical_weight),
                 },
             )
             .await?;

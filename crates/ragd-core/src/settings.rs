@@ -103,11 +103,15 @@ pub struct SearchSettings {
     pub candidates: usize,
     /// Reciprocal rank fusion constant.
     pub rrf_k: usize,
+    /// Weight of the dense ranking in hybrid fusion.
+    pub dense_weight: f32,
+    /// Weight of the BM25 ranking in hybrid fusion.
+    pub lexical_weight: f32,
 }
 
 impl Default for SearchSettings {
     fn default() -> Self {
-        SearchSettings { default_top_k: 10, max_top_k: 100, candidates: 100, rrf_k: 60 }
+        SearchSettings { default_top_k: 10, max_top_k: 100, candidates: 100, rrf_k: 60, dense_weight: 1.0, lexical_weight: 1.0 }
     }
 }
 
@@ -245,6 +249,9 @@ impl Settings {
         }
         if self.search.default_top_k == 0 || self.search.default_top_k > self.search.max_top_k {
             p.push("search.default_top_k must be between 1 and search.max_top_k".into());
+        }
+        if !(self.search.dense_weight > 0.0 && self.search.lexical_weight > 0.0) {
+            p.push("search.dense_weight and search.lexical_weight must be positive".into());
         }
         if self.search.candidates == 0 || self.search.rrf_k == 0 {
             p.push("search.candidates and search.rrf_k must be at least 1".into());

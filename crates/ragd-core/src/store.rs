@@ -33,6 +33,8 @@ pub struct StoreQuery {
     pub candidates: usize,
     /// The RRF constant `k` (60 in the original paper).
     pub rrf_k: usize,
+    /// Weights of the dense and the lexical ranking in the fusion.
+    pub weights: (f32, f32),
 }
 
 #[async_trait]

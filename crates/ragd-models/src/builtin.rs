@@ -65,6 +65,10 @@ struct Job {
     reply: oneshot::Sender<Result<Vec<Vec<f32>>>>,
 }
 
+/// How long the worker keeps its activation buffers without work. Reusing them avoids page-faulting fresh memory
+/// for every batch during ingestion; freeing them keeps an idle server small.
+const IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Files the model folder must hold.
 const REQUIRED_FILES: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
 
@@ -270,9 +274,18 @@ impl Worker {
         loop {
             // Block only when there is nothing to do; otherwise pick up whatever arrived during the last batch.
             if queue.is_empty() {
-                match rx.recv() {
+                let job = match rx.recv_timeout(IDLE_RELEASE) {
+                    Ok(job) => Ok(job),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        // Idle: give back the activation buffers (up to ~130 MB after a batch of long texts).
+                        self.scratch = Scratch::default();
+                        rx.recv().map_err(|_| ())
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
+                };
+                match job {
                     Ok(job) => self.admit(job, &mut queue),
-                    Err(_) => return, // every BuiltinEmbedder handle is gone
+                    Err(()) => return, // every BuiltinEmbedder handle is gone
                 }
             }
             while let Ok(job) = rx.try_recv() {

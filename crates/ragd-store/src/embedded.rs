@@ -197,7 +197,7 @@ impl Inner {
                     filter: filter.clone(),
                     score_threshold: None,
                 };
-                (vec![prefetch(d), prefetch(s)], ScoringQuery::Fusion(Fusion::Rrf { k: q.rrf_k, weights: None }))
+                (vec![prefetch(d), prefetch(s)], ScoringQuery::Fusion(Fusion::Rrf { k: q.rrf_k, weights: Some(vec![q.weights.0.into(), q.weights.1.into()]) }))
             }
             (Some(one), None) | (None, Some(one)) => (vec![], one),
             (None, None) => return Ok(vec![]),

