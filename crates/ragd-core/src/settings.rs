@@ -105,13 +105,14 @@ pub struct SearchSettings {
     pub rrf_k: usize,
     /// Weight of the dense ranking in hybrid fusion.
     pub dense_weight: f32,
-    /// Weight of the BM25 ranking in hybrid fusion.
+    /// Weight of the BM25 ranking in hybrid fusion. 1.5 measured best on msmarco-5k (hybrid nDCG@10
+    /// 0.7128 vs 0.7040 at 1.0 and 0.7093 at 2.0) — tuned on that one set, so treat it as a default, not a law.
     pub lexical_weight: f32,
 }
 
 impl Default for SearchSettings {
     fn default() -> Self {
-        SearchSettings { default_top_k: 10, max_top_k: 100, candidates: 100, rrf_k: 60, dense_weight: 1.0, lexical_weight: 1.0 }
+        SearchSettings { default_top_k: 10, max_top_k: 100, candidates: 100, rrf_k: 60, dense_weight: 1.0, lexical_weight: 1.5 }
     }
 }
 
