@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use ragd_core::catalog::{Catalog, IdempotencyKey, JobCreated};
 use ragd_core::types::{CollectionRecord, DocumentRecord, JobRecord, JobStatus, PendingDocument};
 use ragd_core::{Error, Result};
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 const COLLECTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("collections");
@@ -293,7 +293,6 @@ impl Catalog for RedbCatalog {
                     }
                 }
             }
-            let _ = payloads.len();
             out.sort_by(|a, b| a.created_at.cmp(&b.created_at));
             Ok(out)
         })

@@ -104,23 +104,23 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
                     }
                     continue;
                 }
-                (result.map_err(|e| (e, true)), names)
+                (result, names)
             }
             Upload::Json(docs) => {
                 let names: Vec<String> = docs.iter().map(|d| d["id"].as_str().unwrap_or("?").to_owned()).collect();
                 let body = serde_json::to_vec(&docs)?;
                 let key = batch_key([(b"jsonl".as_slice(), body.as_slice())]);
-                (client.upload_json(&args.collection, docs, &key).await.map_err(|e| (e, true)), names)
+                (client.upload_json(&args.collection, docs, &key).await, names)
             }
         };
         match result {
             Ok(v) => acknowledge(&bar, &mut jobs, v, args.verbose),
-            Err((e, _)) if is_document_error(&e) => {
+            Err(e) if is_document_error(&e) => {
                 for n in names {
                     failed.push((n, e.to_string()));
                 }
             }
-            Err((e, _)) => {
+            Err(e) => {
                 bar.abandon();
                 return Err(e);
             }
