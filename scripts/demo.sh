@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ragd's main job on the embedded default, from nothing: fetch the models, build, start the server,
-# ingest this repository's docs/, run a search, and leave the server running.
+# ingest this repository's docs/, run a search, ask a question, and leave the server running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
@@ -36,9 +36,14 @@ $RAGD ingest docs --collection docs --server "http://$LISTEN"
 echo "==> searching: how does ragd keep acknowledged documents safe?"
 $RAGD search "how does ragd keep acknowledged documents safe after a crash?" --collection docs --server "http://$LISTEN" --top-k 3
 
+echo
+echo "==> asking (built-in LLM, streamed): where is the catalog stored?"
+$RAGD ask "Where is the catalog stored?" --collection docs --server "http://$LISTEN"
+
 cat <<MSG
 
 ragd is running at http://$LISTEN (pid $(cat .ragd/server.pid), log $LOG, data $DATA).
 Try:  curl -s http://$LISTEN/api/v1/collections/docs/search -H 'content-type: application/json' -d '{"query":"hybrid search"}'
+      $RAGD ask "what happens when the generator is down?" --collection docs --server http://$LISTEN
 Stop: kill \$(cat .ragd/server.pid)
 MSG

@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
 
+echo "==> Python packages the tests drive: the official openai client, llama.cpp's server (built once, then cached by pip)"
+python3 -m pip install -q --disable-pip-version-check 'openai>=1.40' 'llama-cpp-python[server]==0.3.36' 2>&1 | grep -v "Running pip as the 'root' user" || true
+python3 -c "import openai, llama_cpp.server" || { echo "the Python packages above failed to install" >&2; exit 1; }
+
 echo "==> fetching the built-in models (idempotent)"
 cargo run --quiet --bin ragd -- models fetch
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, broadcast, mpsc};
 
+use crate::answer::{Conversations, Generators};
 use crate::catalog::{Catalog, IdempotencyKey, JobCreated};
 use crate::chunk::ChunkingConfig;
 use crate::embed::{EmbedKind, Embedder, TokenCounter};
@@ -99,6 +100,7 @@ pub struct Parts {
     pub store: Arc<dyn VectorStore>,
     pub embedder: Arc<dyn Embedder>,
     pub tokens: Arc<dyn TokenCounter>,
+    pub generators: Generators,
 }
 
 pub struct Engine {
@@ -107,6 +109,8 @@ pub struct Engine {
     pub(crate) store: Arc<dyn VectorStore>,
     pub(crate) embedder: Arc<dyn Embedder>,
     pub(crate) tokens: Arc<dyn TokenCounter>,
+    pub(crate) generators: Generators,
+    pub(crate) conversations: Conversations,
     pub(crate) queue: mpsc::UnboundedSender<String>,
     queue_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<String>>>,
     /// Finished job ids, for `wait=true` callers.
@@ -119,7 +123,11 @@ impl Engine {
     pub fn new(parts: Parts) -> Arc<Engine> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (finished, _) = broadcast::channel(1024);
+        let a = &parts.settings.answer;
+        let conversations = Conversations::new(a.conversation_turns, a.max_conversations, Duration::from_secs(a.conversation_ttl_secs));
         Arc::new(Engine {
+            generators: parts.generators,
+            conversations,
             settings: parts.settings,
             catalog: parts.catalog,
             store: parts.store,
@@ -140,6 +148,9 @@ impl Engine {
     }
     pub fn store(&self) -> &Arc<dyn VectorStore> {
         &self.store
+    }
+    pub fn generators(&self) -> &Generators {
+        &self.generators
     }
 
     /// Makes storage match the catalog after a crash and starts the job workers, resuming every
@@ -175,6 +186,9 @@ impl Engine {
                     format!("this server embeds with `{}`; `{e}` is not available", self.embedder.model_id()),
                 ));
             }
+        }
+        if let Some(g) = &req.generator {
+            self.generators.validate_name(g)?;
         }
         let record = CollectionRecord {
             name: req.name.clone(),

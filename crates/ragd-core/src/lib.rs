@@ -2,11 +2,13 @@
 //! and the `Engine` that runs the path of a document (parse → chunk → embed → upsert) and of a query.
 //! It knows neither HTTP nor Qdrant.
 
+pub mod answer;
 pub mod catalog;
 pub mod chunk;
 pub mod embed;
 pub mod engine;
 pub mod error;
+pub mod generate;
 pub mod ids;
 pub mod jobs;
 pub mod parse;

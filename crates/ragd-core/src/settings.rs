@@ -1,6 +1,7 @@
 //! Settings: one struct tree, layered defaults < `ragd.toml` < `RAGD_*` environment < command-line flags.
 //! The environment is read by the binary and handed in here, so tests build `Settings` directly.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,9 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub embedder: ProviderSettings<EmbedderKind>,
     pub generator: ProviderSettings<GeneratorKind>,
+    /// More generators, by name, that a collection can pick with its `generator` field.
+    pub generators: BTreeMap<String, ProviderSettings<GeneratorKind>>,
+    pub answer: AnswerSettings,
     /// Default chunking of new collections.
     pub chunking: ChunkingConfig,
     pub ingest: IngestSettings,
@@ -69,11 +73,33 @@ pub struct ProviderSettings<K> {
     pub timeout_ms: u64,
     /// Texts per forward pass (embedder) — ignored by generators.
     pub max_batch: usize,
+    /// Generators: tokens of prompt plus answer the model may use (the built-in model's context size).
+    pub context_tokens: usize,
+    /// `openai` generators: `chat` (`/v1/chat/completions`, messages) or `completions`
+    /// (`/v1/completions`, a completion-style prompt, for base models).
+    pub api: OpenAiApi,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OpenAiApi {
+    #[default]
+    Chat,
+    Completions,
 }
 
 impl<K: Default> Default for ProviderSettings<K> {
     fn default() -> Self {
-        ProviderSettings { kind: K::default(), url: None, model: None, api_key: None, timeout_ms: 30_000, max_batch: 32 }
+        ProviderSettings {
+            kind: K::default(),
+            url: None,
+            model: None,
+            api_key: None,
+            timeout_ms: 30_000,
+            max_batch: 32,
+            context_tokens: 4096,
+            api: OpenAiApi::Chat,
+        }
     }
 }
 
@@ -116,6 +142,37 @@ impl Default for SearchSettings {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnswerSettings {
+    /// Passages retrieved for a question when the request gives no `top_k`. 3: the built-in 270M model
+    /// answered more of our probe questions right from 3 passages than from 5 (fewer distractors).
+    pub default_top_k: usize,
+    /// Longest answer, in tokens.
+    pub max_tokens: usize,
+    /// 0 = greedy decoding (the same question over the same passages gives the same answer).
+    pub temperature: f32,
+    /// Earlier exchanges kept per conversation (the oldest are forgotten first).
+    pub conversation_turns: usize,
+    /// Conversations kept at once; the least recently used is forgotten first.
+    pub max_conversations: usize,
+    /// A conversation idle this long is forgotten.
+    pub conversation_ttl_secs: u64,
+}
+
+impl Default for AnswerSettings {
+    fn default() -> Self {
+        AnswerSettings {
+            default_top_k: 3,
+            max_tokens: 256,
+            temperature: 0.0,
+            conversation_turns: 6,
+            max_conversations: 10_000,
+            conversation_ttl_secs: 3600,
+        }
+    }
+}
+
 /// A secret value: deserialised as a plain string, printed and serialised masked.
 #[derive(Clone, Deserialize, PartialEq)]
 #[serde(transparent)]
@@ -147,6 +204,8 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             embedder: ProviderSettings::default(),
             generator: ProviderSettings { timeout_ms: 60_000, ..ProviderSettings::default() },
+            generators: BTreeMap::new(),
+            answer: AnswerSettings::default(),
             chunking: ChunkingConfig::default(),
             ingest: IngestSettings::default(),
             search: SearchSettings::default(),
@@ -233,8 +292,40 @@ impl Settings {
                 p.push("embedder.model is required when embedder.kind is not `builtin`".into());
             }
         }
-        if matches!(self.generator.kind, GeneratorKind::Ollama | GeneratorKind::Openai) && self.generator.url.is_none() {
-            p.push("generator.url is required when generator.kind is `ollama` or `openai`".into());
+        let generators = std::iter::once(("generator".to_owned(), &self.generator))
+            .chain(self.generators.iter().map(|(name, g)| (format!("generators.{name}"), g)));
+        for (key, g) in generators {
+            if matches!(g.kind, GeneratorKind::Ollama | GeneratorKind::Openai) {
+                if g.url.is_none() {
+                    p.push(format!("{key}.url is required when {key}.kind is `ollama` or `openai`"));
+                }
+                if g.model.is_none() {
+                    p.push(format!("{key}.model is required when {key}.kind is `ollama` or `openai`"));
+                }
+            }
+            if g.timeout_ms == 0 {
+                p.push(format!("{key}.timeout_ms must be at least 1"));
+            }
+            if g.context_tokens < 512 {
+                p.push(format!("{key}.context_tokens must be at least 512"));
+            }
+        }
+        for name in self.generators.keys() {
+            if matches!(name.as_str(), "default" | "none") || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                p.push(format!("generators.{name}: names are letters, digits, `-` and `_`, and not `default` or `none`"));
+            }
+        }
+        if self.answer.default_top_k == 0 || self.answer.default_top_k > self.search.max_top_k {
+            p.push("answer.default_top_k must be between 1 and search.max_top_k".into());
+        }
+        if self.answer.max_tokens == 0 || self.answer.max_tokens > 4096 {
+            p.push("answer.max_tokens must be between 1 and 4096".into());
+        }
+        if !(0.0..=2.0).contains(&self.answer.temperature) {
+            p.push("answer.temperature must be between 0 and 2".into());
+        }
+        if self.answer.max_conversations == 0 {
+            p.push("answer.max_conversations must be at least 1".into());
         }
         if self.embedder.max_batch == 0 {
             p.push("embedder.max_batch must be at least 1".into());

@@ -1,6 +1,7 @@
 //! ragd-server: the HTTP edge. `router` builds the axum app over an `Engine`; `serve` runs it on
 //! listeners it is given (port 0 in tests) until a shutdown future resolves. Only this crate knows HTTP.
 
+mod answers;
 mod error;
 mod extract;
 mod health;
@@ -45,11 +46,14 @@ pub fn router(engine: Arc<Engine>) -> Router {
         )
         .route("/collections/{name}/documents/{id}", get(routes::get_document).delete(routes::delete_document))
         .route("/collections/{name}/search", post(routes::search))
+        .route("/collections/{name}/query", post(answers::query))
         .route("/jobs/{id}", get(routes::get_job))
         .route("/openapi.json", get(openapi::serve_openapi))
         .method_not_allowed_fallback(routes::method_not_allowed);
     Router::new()
         .nest("/api/v1", api)
+        .route("/v1/chat/completions", post(answers::chat_completions))
+        .route("/v1/models", get(answers::list_models))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .fallback(routes::not_found)

@@ -3,7 +3,7 @@
 use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
 
-use crate::routes;
+use crate::{answers, routes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -11,10 +11,10 @@ use crate::routes;
     paths(
         routes::create_collection, routes::list_collections, routes::get_collection, routes::delete_collection,
         routes::add_documents, routes::list_documents, routes::get_document, routes::delete_document,
-        routes::get_job, routes::search,
+        routes::get_job, routes::search, answers::query, answers::chat_completions, answers::list_models,
     ),
-    components(schemas(ragd_core::types::CollectionRecord, ragd_core::types::ChunkHit, ragd_core::types::SearchFilter)),
-    tags((name = "collections"), (name = "documents"), (name = "jobs"), (name = "search"))
+    components(schemas(ragd_core::answer::Citation, ragd_core::types::CollectionRecord, ragd_core::types::ChunkHit, ragd_core::types::SearchFilter)),
+    tags((name = "collections"), (name = "documents"), (name = "jobs"), (name = "search"), (name = "answers"), (name = "openai"))
 )]
 struct ApiDoc;
 

@@ -7,9 +7,12 @@ use std::time::Duration;
 use anyhow::Context;
 use ragd_core::embed::{ApproxTokenCounter, Embedder, TokenCounter};
 use ragd_core::engine::{Engine, Parts};
-use ragd_core::settings::{EmbedderKind, Settings, Sources};
+use ragd_core::answer::{GeneratorSlot, Generators};
+use ragd_core::generate::Generator;
+use ragd_core::settings::{EmbedderKind, GeneratorKind, OpenAiApi, ProviderSettings, Settings, Sources};
 use ragd_models::builtin::{BuiltinEmbedder, BuiltinOptions};
 use ragd_models::http::{HttpEmbedderConfig, OllamaEmbedder, OpenAiEmbedder};
+use ragd_models::{BuiltinGenerator, BuiltinGeneratorOptions, HttpGeneratorConfig, OllamaGenerator, OpenAiGenerator};
 use ragd_store::{EmbeddedStore, RedbCatalog};
 
 /// Builds the embedder the settings ask for, with the token counter chunking should use.
@@ -38,15 +41,65 @@ pub async fn embedder(settings: &Settings) -> anyhow::Result<(Arc<dyn Embedder>,
     })
 }
 
-/// Opens the data folder and builds a started engine.
-pub async fn engine(settings: Settings) -> anyhow::Result<Arc<Engine>> {
+/// Builds one generator from its settings; `None` for `kind = "none"`. The built-in model is loaded
+/// once and shared by every entry that names it.
+async fn generator(
+    settings: &Settings,
+    p: &ProviderSettings<GeneratorKind>,
+    builtin: &mut Option<Arc<dyn Generator>>,
+) -> anyhow::Result<Option<GeneratorSlot>> {
+    let timeout = Duration::from_millis(p.timeout_ms);
+    let generator: Arc<dyn Generator> = match p.kind {
+        GeneratorKind::None => return Ok(None),
+        GeneratorKind::Builtin => match builtin {
+            Some(g) => g.clone(),
+            None => {
+                let path = ragd_models::gemma_path(&settings.models_dir);
+                let opts = BuiltinGeneratorOptions { context_tokens: p.context_tokens, ..BuiltinGeneratorOptions::default() };
+                let g: Arc<dyn Generator> = Arc::new(tokio::task::spawn_blocking(move || BuiltinGenerator::load(&path, opts)).await??);
+                *builtin = Some(g.clone());
+                g
+            }
+        },
+        GeneratorKind::Ollama | GeneratorKind::Openai => {
+            let mut cfg = HttpGeneratorConfig::new(p.url.clone().unwrap_or_default(), p.model.clone().unwrap_or_default());
+            cfg.api_key = p.api_key.as_ref().map(|k| k.expose().to_owned());
+            cfg.timeout = timeout;
+            cfg.context_tokens = p.context_tokens;
+            cfg.completions = p.api == OpenAiApi::Completions;
+            if p.kind == GeneratorKind::Ollama {
+                Arc::new(OllamaGenerator::new(cfg)?)
+            } else {
+                Arc::new(OpenAiGenerator::new(cfg)?)
+            }
+        }
+    };
+    Ok(Some(GeneratorSlot { generator, timeout }))
+}
+
+/// The default generator and the named ones of `generators.*`.
+pub async fn generators(settings: &Settings) -> anyhow::Result<Generators> {
+    let mut builtin = None;
+    let default = generator(settings, &settings.generator, &mut builtin).await.context("generator")?;
+    let mut named = std::collections::HashMap::new();
+    for (name, p) in &settings.generators {
+        named.insert(name.clone(), generator(settings, p, &mut builtin).await.with_context(|| format!("generators.{name}"))?);
+    }
+    Ok(Generators { default, named })
+}
+
+/// Opens the data folder and builds a started engine; `answers: false` skips loading generators
+/// (for commands that only ingest or search).
+pub async fn engine(settings: Settings, answers: bool) -> anyhow::Result<Arc<Engine>> {
     std::fs::create_dir_all(&settings.data_dir).with_context(|| format!("creating data folder {}", settings.data_dir.display()))?;
     let catalog = RedbCatalog::open(&settings.catalog_path()).map_err(|e| {
         anyhow::anyhow!("{e} (is another ragd using the data folder {}?)", settings.data_dir.display())
     })?;
     let store = EmbeddedStore::open(&settings.collections_path())?;
     let (embedder, tokens) = embedder(&settings).await?;
+    let generators = if answers { generators(&settings).await? } else { Generators::default() };
     let engine = Engine::new(Parts {
+        generators,
         settings: Arc::new(settings),
         catalog: Arc::new(catalog),
         store: Arc::new(store),
@@ -63,10 +116,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         tracing::warn!("AUTHENTICATION IS OFF: anyone who can reach {listen} can read and change every collection (set auth.enabled = true)");
     }
     let data = settings.data_dir.clone();
-    let engine = engine(settings).await?;
+    let engine = engine(settings, true).await?;
     let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, data = %data.display(), embedder = engine.embedder().model_id(), "ragd is serving");
+    let generator = engine.generators().default.as_ref().map(|g| g.generator.id().to_owned()).unwrap_or_else(|| "none (extractive answers)".into());
+    tracing::info!(%addr, data = %data.display(), embedder = engine.embedder().model_id(), %generator, "ragd is serving");
     // One plain line on stdout, for scripts and tests that start ragd on port 0.
     println!("ragd listening on http://{addr}");
     ragd_server::serve(listener, engine, shutdown_signal()).await?;
@@ -96,7 +150,9 @@ pub fn config_check(sources: &Sources) -> ExitCode {
         Ok(settings) => {
             println!("{}", settings.to_toml());
             let mut problems = Vec::new();
-            if settings.embedder.kind == EmbedderKind::Builtin {
+            let builtin_generator = settings.generator.kind == GeneratorKind::Builtin
+                || settings.generators.values().any(|g| g.kind == GeneratorKind::Builtin);
+            if settings.embedder.kind == EmbedderKind::Builtin || builtin_generator {
                 for missing in ragd_models::fetch::check_models(&settings.models_dir) {
                     problems.push(format!("models_dir: {missing} (run `ragd models fetch`)"));
                 }

@@ -117,3 +117,136 @@ pub async fn search(server: ServerArgs, collection: &str, query: &str, top_k: us
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// One server-sent event: its name and its JSON data.
+pub struct SseEvent {
+    pub event: String,
+    pub data: Value,
+}
+
+/// Reads a `text/event-stream` response, calling `on_event` for each event until it returns `false`.
+pub async fn read_sse(resp: reqwest::Response, mut on_event: impl FnMut(SseEvent) -> anyhow::Result<bool>) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let mut stream = resp.bytes_stream();
+    let mut line = Vec::new();
+    let (mut event, mut data) = (String::new(), String::new());
+    while let Some(chunk) = stream.next().await {
+        for &b in chunk.context("the answer stream broke off")?.iter() {
+            if b != b'\n' {
+                line.push(b);
+                continue;
+            }
+            let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_owned();
+            line.clear();
+            if text.is_empty() {
+                if !data.is_empty() {
+                    let value = serde_json::from_str(&data).unwrap_or(Value::String(data.clone()));
+                    let name = if event.is_empty() { "message".to_owned() } else { std::mem::take(&mut event) };
+                    data.clear();
+                    if !on_event(SseEvent { event: name, data: value })? {
+                        return Ok(());
+                    }
+                }
+                event.clear();
+            } else if let Some(v) = text.strip_prefix("event:") {
+                event = v.trim().to_owned();
+            } else if let Some(v) = text.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            }
+        }
+    }
+    bail!("the answer stream ended before the answer was complete")
+}
+
+/// `ragd ask`: streams the answer to the terminal as it is written, then lists its sources.
+pub async fn ask(server: ServerArgs, collection: &str, question: &str, top_k: Option<usize>, conversation: Option<String>, raw: bool) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let client = Client::new(&server)?;
+    let mut body = json!({ "question": question, "stream": true });
+    if let Some(k) = top_k {
+        body["top_k"] = json!(k);
+    }
+    if let Some(c) = conversation {
+        body["conversation_id"] = json!(c);
+    }
+    let resp = client
+        .req(reqwest::Method::POST, &format!("/api/v1/collections/{collection}/query"))
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the ragd server at {}", client.base))?;
+    if !resp.status().is_success() {
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let code = body.pointer("/error/code").and_then(Value::as_str).unwrap_or("http_error");
+        let message = body.pointer("/error/message").and_then(Value::as_str).unwrap_or("");
+        bail!("{code} (HTTP {status}): {message}");
+    }
+    let mut done: Option<Value> = None;
+    let mut streamed = String::new();
+    let stdout = std::io::stdout();
+    read_sse(resp, |e| {
+        match e.event.as_str() {
+            "token" if !raw => {
+                let text = e.data["text"].as_str().unwrap_or("");
+                streamed.push_str(text);
+                let mut out = stdout.lock();
+                out.write_all(text.as_bytes())?;
+                out.flush()?;
+            }
+            "done" => {
+                done = Some(e.data);
+                return Ok(false);
+            }
+            "error" => {
+                let code = e.data.pointer("/error/code").and_then(Value::as_str).unwrap_or("error");
+                let message = e.data.pointer("/error/message").and_then(Value::as_str).unwrap_or("");
+                bail!("{code}: {message}");
+            }
+            _ => {}
+        }
+        Ok(true)
+    })
+    .await?;
+    let done = done.context("no answer")?;
+    if raw {
+        println!("{}", serde_json::to_string_pretty(&done)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let answer = done["answer"].as_str().unwrap_or("");
+    let degraded: Vec<&str> = done["degraded"].as_array().map(|d| d.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    // The final answer is authoritative. It replaces the streamed text when the generator failed
+    // midway (an extractive answer was given instead); otherwise the stream already showed it.
+    if streamed.trim().is_empty() {
+        print!("{answer}");
+    } else if degraded.contains(&"generator") && streamed.trim() != answer.trim() {
+        print!("\n\n(the generator failed midway; this extractive answer replaces the text above)\n{answer}");
+    }
+    println!();
+    let citations = done["citations"].as_array().cloned().unwrap_or_default();
+    if !citations.is_empty() {
+        println!("\nSources:");
+    }
+    for c in &citations {
+        let title = c["title"].as_str().filter(|t| !t.is_empty());
+        let doc = c["doc_id"].as_str().unwrap_or("?");
+        let offsets = &c["offsets"];
+        let place = match offsets["page"].as_u64() {
+            Some(p) => format!("page {p}"),
+            None => format!("chars {}–{}", offsets["char_start"], offsets["char_end"]),
+        };
+        let text: String = c["text"].as_str().unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" ");
+        let short: String = text.chars().take(160).collect();
+        let ellipsis = if text.chars().count() > 160 { "…" } else { "" };
+        println!("  [{}] {doc}{} ({place})", c["n"], title.map(|t| format!(" — {t}")).unwrap_or_default());
+        println!("      {short}{ellipsis}");
+    }
+    if let Some(d) = done["degraded"].as_array().filter(|d| !d.is_empty()) {
+        let list = d.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ");
+        eprintln!("(degraded: {list}{})", if list.contains("generator") { " — the answer is extractive: the best sentences of the passages" } else { "" });
+    }
+    Ok(ExitCode::SUCCESS)
+}

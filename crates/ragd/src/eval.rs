@@ -207,7 +207,7 @@ pub async fn run(args: EvalArgs, settings: Settings) -> anyhow::Result<ExitCode>
             let tmp = tempfile::tempdir()?;
             let mut s = settings.clone();
             s.data_dir = tmp.path().to_owned();
-            Backend::Local(crate::app::engine(s).await?, tmp)
+            Backend::Local(crate::app::engine(s, false).await?, tmp)
         }
     };
     let collection = format!("eval-{}", &uuid_like()[..8.min(uuid_like().len())]);

@@ -2,6 +2,7 @@
 //! The environment is read here and nowhere else.
 
 mod app;
+mod bench_gen;
 mod client;
 mod eval;
 mod ingest;
@@ -50,6 +51,13 @@ enum Command {
     Ingest(ingest::IngestArgs),
     /// Print the passages that best match a query.
     Search(SearchArgs),
+    /// Ask a question: the answer streams in as it is written, then its sources are listed.
+    Ask(AskArgs),
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Score retrieval (nDCG@10, Recall@10, MRR@10) on a BEIR-format dataset.
     Eval(eval::EvalArgs),
 }
@@ -67,6 +75,13 @@ enum ModelsCommand {
         #[arg(long)]
         wheels_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// The built-in generator alone on a ~1,000-token RAG prompt: prompt and generation tokens/s,
+    /// time to first token, peak memory.
+    Generator(bench_gen::GeneratorBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -96,6 +111,24 @@ struct SearchArgs {
     #[arg(long, default_value = "hybrid")]
     mode: String,
     /// Print the raw JSON response.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Args)]
+struct AskArgs {
+    question: String,
+    #[arg(long, short)]
+    collection: String,
+    /// Passages to retrieve (default: the server's `answer.default_top_k`).
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Continue a conversation: follow-up questions are understood with the earlier ones.
+    #[arg(long)]
+    conversation: Option<String>,
+    /// Print the final JSON answer instead of streaming text.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -183,6 +216,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config { command: ConfigCommand::Check } => Ok(app::config_check(&sources(cli.config, vec![]))),
         Command::Ingest(args) => ingest::run(args).await,
         Command::Search(args) => client::search(args.server, &args.collection, &args.query, args.top_k, &args.mode, args.json).await,
+        Command::Ask(args) => client::ask(args.server, &args.collection, &args.question, args.top_k, args.conversation, args.json).await,
+        Command::Bench { command: BenchCommand::Generator(args) } => {
+            let settings = load_settings(&sources(cli.config, vec![]))?;
+            bench_gen::run(args, settings.models_dir).await
+        }
         Command::Eval(args) => {
             let settings = load_settings(&sources(cli.config, vec![]))?;
             eval::run(args, settings).await

@@ -1,6 +1,8 @@
 //! Black-box tests: each starts the real `ragd` binary on port 0 with a temporary data folder and the
 //! real built-in embedder, and talks HTTP to it (one test binary, to keep link times down).
 
+mod answers;
 mod api;
 mod durability;
+mod standin;
 mod support;
