@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use crate::engine::{Engine, SearchRequest};
 use crate::error::{Error, Result};
 use crate::generate::{FinishReason, GenerationRequest, Generator, Turn};
+use crate::metrics::Stage;
 use crate::types::{ChunkHit, Offsets, SearchFilter, SearchMode};
 
 /// Longest question accepted, in bytes.
@@ -272,10 +273,12 @@ impl Engine {
         let (tx, rx) = mpsc::channel(64);
         let engine = self.clone();
         let collection = collection.to_owned();
-        tokio::spawn(async move {
+        // The request's span (with its request id) follows the work onto its own task.
+        let span = tracing::Span::current();
+        tokio::spawn(tracing::Instrument::instrument(async move {
             let job = QueryJob { engine, collection, question, top_k, filter: req.filter, history, generator, conversation_key, conversation_id: req.conversation_id };
             job.run(tx).await;
-        });
+        }, span));
         Ok(rx)
     }
 
@@ -397,6 +400,18 @@ impl QueryJob {
         }
         let citations: Vec<Citation> = passages.into_iter().filter(|p| cited.contains(&p.n)).collect();
         timings.total_ms = ms(start);
+        let metrics = &self.engine.metrics;
+        metrics.observe_stage(Stage::Ttft, timings.ttft_ms / 1e3);
+        if generator_name != "extractive" || usage.completion_tokens > 0 {
+            metrics.observe_stage(Stage::Generate, timings.generate_ms / 1e3);
+            if let Some(slot) = &self.generator {
+                metrics.count_tokens(slot.generator.id(), usage.prompt_tokens, usage.completion_tokens);
+            }
+        }
+        // `embedder` was counted by the search itself.
+        if degraded.iter().any(|d| d == "generator") {
+            metrics.count_degraded(&["generator".to_owned()]);
+        }
 
         if let Some(key) = &self.conversation_key {
             self.engine.conversations.record(key, Turn { question: self.question.clone(), answer: answer.clone() });

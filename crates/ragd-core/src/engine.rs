@@ -14,6 +14,7 @@ use crate::chunk::ChunkingConfig;
 use crate::embed::{EmbedKind, Embedder, TokenCounter};
 use crate::error::{Error, Result};
 use crate::ids::content_hash;
+use crate::metrics::{Metrics, Stage};
 use crate::parse::{SourceKind, parse};
 use crate::settings::Settings;
 use crate::store::{StoreQuery, VectorStore};
@@ -111,6 +112,7 @@ pub struct Engine {
     pub(crate) tokens: Arc<dyn TokenCounter>,
     pub(crate) generators: Generators,
     pub(crate) conversations: Conversations,
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) queue: mpsc::UnboundedSender<String>,
     queue_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<String>>>,
     /// Finished job ids, for `wait=true` callers.
@@ -128,6 +130,7 @@ impl Engine {
         Arc::new(Engine {
             generators: parts.generators,
             conversations,
+            metrics: Metrics::new(),
             settings: parts.settings,
             catalog: parts.catalog,
             store: parts.store,
@@ -151,6 +154,27 @@ impl Engine {
     }
     pub fn generators(&self) -> &Generators {
         &self.generators
+    }
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Brings the gauges that are read from storage (jobs, documents and chunks per collection) up
+    /// to date; called before each scrape.
+    pub async fn refresh_metrics(&self) -> Result<()> {
+        let mut by_state = std::collections::BTreeMap::new();
+        for job in self.catalog.unfinished_jobs().await? {
+            *by_state.entry(job.status.as_str()).or_insert(0) += 1;
+        }
+        self.metrics.set_jobs(&by_state);
+        let mut counts = Vec::new();
+        for c in self.catalog.list_collections().await? {
+            let documents = self.catalog.count_documents(&c.name).await?;
+            let chunks = self.store.count(&c.name, None).await?;
+            counts.push((c.name, documents, chunks));
+        }
+        self.metrics.set_collections(&counts);
+        Ok(())
     }
 
     /// Makes storage match the catalog after a crash and starts the job workers, resuming every
@@ -237,7 +261,17 @@ impl Engine {
         if docs.is_empty() {
             return Err(Error::invalid("empty_request", "no documents were given"));
         }
-        let pending = tokio::task::spawn_blocking(move || docs.into_iter().map(prepare).collect::<Result<Vec<_>>>())
+        let metrics = self.metrics.clone();
+        let pending = tokio::task::spawn_blocking(move || {
+            docs.into_iter()
+                .map(|d| {
+                    let t = Instant::now();
+                    let r = prepare(d);
+                    metrics.observe_stage(Stage::Parse, t.elapsed().as_secs_f64());
+                    r
+                })
+                .collect::<Result<Vec<_>>>()
+        })
             .await
             .map_err(Error::internal)??;
         let mut seen = std::collections::HashSet::new();
@@ -350,6 +384,7 @@ impl Engine {
             let t = Instant::now();
             let result = self.embedder.embed(vec![query.to_owned()], EmbedKind::Query).await;
             timings.embed_ms = ms(t);
+            self.metrics.observe_stage(Stage::Embed, t.elapsed().as_secs_f64());
             match result {
                 Ok(mut v) => v.pop(),
                 // Hybrid degrades to lexical when the embedder is down; dense has nothing to fall back to.
@@ -379,6 +414,8 @@ impl Engine {
             )
             .await?;
         timings.search_ms = ms(t);
+        self.metrics.observe_stage(Stage::Search, t.elapsed().as_secs_f64());
+        self.metrics.count_degraded(&degraded);
         Ok(SearchResponse { results, degraded, timings })
     }
 

@@ -8,6 +8,7 @@ use tokio::sync::{Mutex, mpsc};
 
 use crate::chunk::chunk_document;
 use crate::embed::EmbedKind;
+use crate::metrics::Stage;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ids::point_id;
@@ -71,6 +72,11 @@ async fn run_job(engine: &Engine, job_id: &str) -> Result<()> {
         }
     }
     engine.catalog.update_job(&job).await?;
+    // From the acknowledgement (the job's creation), across restarts, to its end.
+    let since_ack = chrono::DateTime::parse_from_rfc3339(&job.created_at)
+        .map(|c| (chrono::Utc::now() - c.with_timezone(&chrono::Utc)).num_milliseconds() as f64 / 1e3)
+        .unwrap_or_else(|_| started.elapsed().as_secs_f64());
+    engine.metrics.observe_job(job.status == JobStatus::Failed, since_ack.max(0.0));
     tracing::info!(job = %job.id, status = job.status.as_str(), elapsed_ms = started.elapsed().as_millis() as u64, "job finished");
     Ok(())
 }
@@ -113,6 +119,7 @@ async fn ingest_batch(engine: &Engine, record: &CollectionRecord, job: &mut JobR
     // Chunk (CPU work, off the async threads).
     let tokens = engine.tokens.clone();
     let chunking = record.chunking.clone();
+    let t = std::time::Instant::now();
     let chunked = tokio::task::spawn_blocking(move || {
         changed
             .into_iter()
@@ -124,13 +131,16 @@ async fn ingest_batch(engine: &Engine, record: &CollectionRecord, job: &mut JobR
     })
     .await
     .map_err(Error::internal)?;
+    engine.metrics.observe_stage(Stage::Chunk, t.elapsed().as_secs_f64());
 
     // Embed every chunk of the batch in one call: the embedder batches across it.
     let texts: Vec<String> = chunked
         .iter()
         .flat_map(|(doc, chunks)| chunks.iter().map(|c| embedding_text(doc.title.as_deref(), &c.text)))
         .collect();
+    let t = std::time::Instant::now();
     let vectors = embed_with_retry(engine, texts).await?;
+    engine.metrics.observe_stage(Stage::Embed, t.elapsed().as_secs_f64());
 
     let mut vectors = vectors.into_iter();
     let mut points = Vec::new();
@@ -168,7 +178,9 @@ async fn ingest_batch(engine: &Engine, record: &CollectionRecord, job: &mut JobR
         return Err(Error::collection_not_found(&record.name));
     }
     if !points.is_empty() {
+        let t = std::time::Instant::now();
         engine.store.upsert(&record.name, points).await?;
+        engine.metrics.observe_stage(Stage::Upsert, t.elapsed().as_secs_f64());
     }
     // New content may have fewer chunks than the old: drop the tail.
     for r in &records {

@@ -11,6 +11,7 @@ pub mod error;
 pub mod generate;
 pub mod ids;
 pub mod jobs;
+pub mod metrics;
 pub mod parse;
 pub mod settings;
 pub mod store;

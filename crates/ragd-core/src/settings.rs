@@ -18,7 +18,8 @@ const NON_SETTING_ENV: &[&str] = &["RAGD_API_KEY", "RAGD_SERVER", "RAGD_CONFIG",
 pub struct Settings {
     /// API address.
     pub listen: String,
-    /// Address of `/metrics` and admin-only routes; `None` serves them on `listen`.
+    /// Address of `/metrics` and admin-only routes (default `127.0.0.1:9464`); an empty string
+    /// serves them on `listen` instead.
     pub admin_listen: Option<String>,
     /// Where the embedded store, the catalog (jobs, documents) and keys live.
     pub data_dir: PathBuf,
@@ -30,6 +31,7 @@ pub struct Settings {
     /// More generators, by name, that a collection can pick with its `generator` field.
     pub generators: BTreeMap<String, ProviderSettings<GeneratorKind>>,
     pub answer: AnswerSettings,
+    pub log: LogSettings,
     /// Default chunking of new collections.
     pub chunking: ChunkingConfig,
     pub ingest: IngestSettings,
@@ -144,6 +146,29 @@ impl Default for SearchSettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `text` (human-readable) or `json` (one object per line). `RAGD_LOG_FORMAT` overrides it.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `warn,ragd_core=debug`. `RAGD_LOG` overrides it.
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings { format: LogFormat::Text, filter: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
 pub struct AnswerSettings {
     /// Passages retrieved for a question when the request gives no `top_k`. 3: the built-in 270M model
     /// answered more of our probe questions right from 3 passages than from 5 (fewer distractors).
@@ -198,7 +223,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             listen: "127.0.0.1:8080".into(),
-            admin_listen: None,
+            admin_listen: Some("127.0.0.1:9464".into()),
             data_dir: PathBuf::from(".ragd/data"),
             models_dir: PathBuf::from(".ragd/models"),
             auth: AuthSettings::default(),
@@ -206,6 +231,7 @@ impl Default for Settings {
             generator: ProviderSettings { timeout_ms: 60_000, ..ProviderSettings::default() },
             generators: BTreeMap::new(),
             answer: AnswerSettings::default(),
+            log: LogSettings::default(),
             chunking: ChunkingConfig::default(),
             ingest: IngestSettings::default(),
             search: SearchSettings::default(),
@@ -276,7 +302,7 @@ impl Settings {
         if self.listen.parse::<SocketAddr>().is_err() {
             p.push(format!("listen: `{}` is not an address like 127.0.0.1:8080", self.listen));
         }
-        if let Some(a) = &self.admin_listen {
+        if let Some(a) = self.admin_listen.as_ref().filter(|a| !a.is_empty()) {
             if a.parse::<SocketAddr>().is_err() {
                 p.push(format!("admin_listen: `{a}` is not an address like 127.0.0.1:9090"));
             }

@@ -5,6 +5,7 @@ mod answers;
 mod error;
 mod extract;
 mod health;
+mod metrics;
 mod openapi;
 mod routes;
 
@@ -15,10 +16,12 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::middleware;
 use axum::routing::{get, post};
 use ragd_core::engine::Engine;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 pub use error::{ApiError, ErrorBody, error_response};
@@ -50,16 +53,49 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/jobs/{id}", get(routes::get_job))
         .route("/openapi.json", get(openapi::serve_openapi))
         .method_not_allowed_fallback(routes::method_not_allowed);
-    Router::new()
+    let router = Router::new()
         .nest("/api/v1", api)
         .route("/v1/chat/completions", post(answers::chat_completions))
         .route("/v1/models", get(answers::list_models))
         .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready));
+    // `/metrics` lives on the admin listener unless that is turned off (`admin_listen = ""`).
+    let router = if state.engine.settings().admin_listen.as_deref().is_none_or(str::is_empty) {
+        router.route("/metrics", get(health::metrics))
+    } else {
+        router
+    };
+    edge(router.fallback(routes::not_found).method_not_allowed_fallback(routes::method_not_allowed), state)
+}
+
+/// The admin application: `/metrics` and the health routes, for the admin listener.
+pub fn admin_router(engine: Arc<Engine>) -> Router {
+    let state = AppState { engine };
+    let router = Router::new()
+        .route("/metrics", get(health::metrics))
+        .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
-        .fallback(routes::not_found)
-        .method_not_allowed_fallback(routes::method_not_allowed)
+        .fallback(routes::not_found);
+    edge(router, state)
+}
+
+/// What every request goes through, outermost first: request id → trace span (the id is on every
+/// log line of the request) → panic guard → metrics (matched routes only, by their template).
+fn edge(router: Router<AppState>, state: AppState) -> Router {
+    router
+        .route_layer(middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &axum::http::Request<axum::body::Body>| {
+                    let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+                    // At ERROR level so the span (and the id) is on every line whatever the log filter.
+                    tracing::error_span!("request", id = %id, method = %req.method(), path = %req.uri().path())
+                })
+                // Errors are logged once, where their cause is known (error.rs), not again here.
+                .on_failure(()),
+        )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
@@ -69,7 +105,34 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error; the server log has the details").into_response()
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then drains in-flight requests.
-pub async fn serve(listener: TcpListener, engine: Arc<Engine>, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    axum::serve(listener, router(engine)).with_graceful_shutdown(shutdown).await
+/// Serves the API on `listener` (and the admin routes on `admin`, when given) until `shutdown`
+/// resolves, then drains in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    engine: Arc<Engine>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let admin_task = admin.map(|l| {
+        let app = admin_router(engine.clone());
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            axum::serve(l, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })
+                .await
+        })
+    });
+    let result = axum::serve(listener, router(engine))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
+    result
 }

@@ -112,6 +112,7 @@ pub async fn engine(settings: Settings, answers: bool) -> anyhow::Result<Arc<Eng
 
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let listen = settings.listen.clone();
+    let admin_listen = settings.admin_listen.clone();
     if !settings.auth.enabled {
         tracing::warn!("AUTHENTICATION IS OFF: anyone who can reach {listen} can read and change every collection (set auth.enabled = true)");
     }
@@ -119,11 +120,20 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let engine = engine(settings, true).await?;
     let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
+    let admin = match admin_listen.as_deref().filter(|a| !a.is_empty()) {
+        Some(a) => Some(tokio::net::TcpListener::bind(a).await.with_context(|| format!("binding the admin listener {a}"))?),
+        None => None,
+    };
     let generator = engine.generators().default.as_ref().map(|g| g.generator.id().to_owned()).unwrap_or_else(|| "none (extractive answers)".into());
     tracing::info!(%addr, data = %data.display(), embedder = engine.embedder().model_id(), %generator, "ragd is serving");
-    // One plain line on stdout, for scripts and tests that start ragd on port 0.
+    // Plain lines on stdout, for scripts and tests that start ragd on port 0.
+    if let Some(a) = &admin {
+        let admin_addr = a.local_addr()?;
+        tracing::info!(%admin_addr, "admin listener: /metrics, /health");
+        println!("ragd admin listening on http://{admin_addr}");
+    }
     println!("ragd listening on http://{addr}");
-    ragd_server::serve(listener, engine, shutdown_signal()).await?;
+    ragd_server::serve(listener, admin, engine, shutdown_signal()).await?;
     tracing::info!("ragd stopped");
     Ok(())
 }

@@ -153,9 +153,16 @@ fn load_settings(sources: &Sources) -> anyhow::Result<Settings> {
     })
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RAGD_LOG").unwrap_or_else(|_| "info".into());
-    let json = std::env::var("RAGD_LOG_FORMAT").is_ok_and(|v| v == "json");
+/// Logs go to stderr, as text or JSON lines (`log.format`, or `RAGD_LOG_FORMAT`), filtered by
+/// `log.filter` (or `RAGD_LOG`). Every line of a request carries its request id (its span).
+fn init_logging(log: &ragd_core::settings::LogSettings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RAGD_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.filter))
+        .unwrap_or_else(|_| "info".into());
+    let json = match std::env::var("RAGD_LOG_FORMAT") {
+        Ok(v) => v == "json",
+        Err(_) => log.format == ragd_core::settings::LogFormat::Json,
+    };
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -185,7 +192,6 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { listen, data, models } => {
-            init_logging();
             let mut overrides = Vec::new();
             if let Some(l) = listen {
                 overrides.push(("listen".to_owned(), toml::Value::String(l)));
@@ -197,6 +203,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 overrides.push(("models_dir".to_owned(), path_value(m)));
             }
             let settings = load_settings(&sources(cli.config, overrides))?;
+            init_logging(&settings.log);
             app::serve(settings).await?;
             Ok(ExitCode::SUCCESS)
         }

@@ -4,5 +4,6 @@
 mod answers;
 mod api;
 mod durability;
+mod observability;
 mod standin;
 mod support;

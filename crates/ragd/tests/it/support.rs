@@ -41,6 +41,8 @@ pub fn dataset() -> Option<PathBuf> {
 pub struct Server {
     child: Option<Child>,
     pub base: String,
+    /// The admin listener (`/metrics`, health).
+    pub admin: String,
     pub data: PathBuf,
     env: Vec<(String, String)>,
     pub http: reqwest::Client,
@@ -53,8 +55,8 @@ impl Server {
 
     pub fn start_with(data: &Path, env: &[(&str, &str)]) -> Server {
         let env: Vec<(String, String)> = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
-        let (child, base) = spawn(data, &env);
-        Server { child: Some(child), base, data: data.to_owned(), env, http: reqwest::Client::new() }
+        let (child, base, admin) = spawn(data, &env);
+        Server { child: Some(child), base, admin, data: data.to_owned(), env, http: reqwest::Client::new() }
     }
 
     /// SIGKILL: no shutdown code runs.
@@ -67,9 +69,10 @@ impl Server {
 
     pub fn restart(&mut self) {
         self.kill9();
-        let (child, base) = spawn(&self.data, &self.env);
+        let (child, base, admin) = spawn(&self.data, &self.env);
         self.child = Some(child);
         self.base = base;
+        self.admin = admin;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -137,13 +140,14 @@ async fn decode(r: reqwest::Response) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
-fn spawn(data: &Path, env: &[(String, String)]) -> (Child, String) {
+fn spawn(data: &Path, env: &[(String, String)]) -> (Child, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ragd"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .arg("--models")
         .arg(models_dir())
         .env("RAGD_LOG", "warn")
+        .env("RAGD_ADMIN_LISTEN", "127.0.0.1:0")
         .env_remove("RAGD_CONFIG")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -153,9 +157,13 @@ fn spawn(data: &Path, env: &[(String, String)]) -> (Child, String) {
     let mut child = cmd.spawn().expect("start ragd");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
+    let mut admin = String::new();
     let base = loop {
         match lines.next() {
             Some(Ok(line)) => {
+                if let Some(url) = line.strip_prefix("ragd admin listening on ") {
+                    admin = url.trim().to_owned();
+                }
                 if let Some(url) = line.strip_prefix("ragd listening on ") {
                     break url.trim().to_owned();
                 }
@@ -165,5 +173,5 @@ fn spawn(data: &Path, env: &[(String, String)]) -> (Child, String) {
     };
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, base)
+    (child, base, admin)
 }

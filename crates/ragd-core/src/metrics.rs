@@ -1,0 +1,221 @@
+//! ragd's Prometheus metrics: one registry per engine, names prefixed `ragd_` (see API.md).
+//!
+//! Labels never carry raw user input: routes are templates, statuses are classes, stages,
+//! dependencies and states are fixed words; collection names are validated identifiers whose number
+//! is bounded by the collections that exist; generator labels are configured ids.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The stages of ragd's two paths, each timed by `ragd_stage_duration_seconds{stage}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Parse,
+    Chunk,
+    Embed,
+    Upsert,
+    Search,
+    Rerank,
+    Generate,
+    /// From a question's arrival to the first piece of its answer.
+    Ttft,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 8] = [Stage::Parse, Stage::Chunk, Stage::Embed, Stage::Upsert, Stage::Search, Stage::Rerank, Stage::Generate, Stage::Ttft];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Parse => "parse",
+            Stage::Chunk => "chunk",
+            Stage::Embed => "embed",
+            Stage::Upsert => "upsert",
+            Stage::Search => "search",
+            Stage::Rerank => "rerank",
+            Stage::Generate => "generate",
+            Stage::Ttft => "ttft",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Buckets(&'static [f64]);
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(self.0.iter().copied())
+    }
+}
+
+/// Request and stage latencies: 0.25 ms to 2 minutes.
+const LATENCY: &[f64] =
+    &[0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+/// Job durations: 10 ms to 2 hours.
+const JOB: &[f64] = &[0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 7200.0];
+
+pub struct Metrics {
+    registry: Registry,
+    http_requests: Family<Labels, Counter>,
+    http_duration: Family<Labels, Histogram, Buckets>,
+    pub http_in_flight: Gauge,
+    stage: Family<Labels, Histogram, Buckets>,
+    jobs: Family<Labels, Gauge>,
+    job_duration: Family<Labels, Histogram, Buckets>,
+    tokens: Family<Labels, Counter>,
+    collection_documents: Family<Labels, Gauge>,
+    collection_chunks: Family<Labels, Gauge>,
+    degraded: Family<Labels, Counter>,
+    pub ready: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("ragd");
+        let http_requests = Family::<Labels, Counter>::default();
+        let http_duration = Family::new_with_constructor(Buckets(LATENCY));
+        let http_in_flight = Gauge::default();
+        let stage = Family::new_with_constructor(Buckets(LATENCY));
+        let jobs = Family::<Labels, Gauge>::default();
+        let job_duration = Family::new_with_constructor(Buckets(JOB));
+        let tokens = Family::<Labels, Counter>::default();
+        let collection_documents = Family::<Labels, Gauge>::default();
+        let collection_chunks = Family::<Labels, Gauge>::default();
+        let degraded = Family::<Labels, Counter>::default();
+        let ready = Gauge::default();
+        let build_info = Family::<Labels, Gauge>::default();
+        build_info.get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())]).set(1);
+
+        registry.register("http_requests", "HTTP requests by route template, method and status class", http_requests.clone());
+        registry.register("http_request_duration_seconds", "HTTP request latency to the response head (streams: to the first byte)", http_duration.clone());
+        registry.register("http_requests_in_flight", "HTTP requests being handled", http_in_flight.clone());
+        registry.register("stage_duration_seconds", "Latency of each stage of ingestion and answering", stage.clone());
+        registry.register("jobs", "Unfinished ingestion jobs by state (queued, running)", jobs.clone());
+        registry.register("job_duration_seconds", "Ingestion job duration from acknowledgement to its end, by final state", job_duration.clone());
+        registry.register("tokens", "Generator tokens by direction (prompt, completion) and generator", tokens.clone());
+        registry.register("collection_documents", "Documents per collection", collection_documents.clone());
+        registry.register("collection_chunks", "Chunks per collection", collection_chunks.clone());
+        registry.register("degraded", "Responses served without a dependency, by dependency", degraded.clone());
+        registry.register("ready", "1 when every dependency is ready", ready.clone());
+        registry.register("build_info", "ragd's version", build_info);
+
+        let m = Metrics {
+            registry,
+            http_requests,
+            http_duration,
+            http_in_flight,
+            stage,
+            jobs,
+            job_duration,
+            tokens,
+            collection_documents,
+            collection_chunks,
+            degraded,
+            ready,
+        };
+        // Series that exist from the start, so dashboards and rates see zeros rather than gaps.
+        for s in Stage::ALL {
+            let _ = m.stage.get_or_create(&vec![("stage", s.as_str().to_owned())]);
+        }
+        for d in ["embedder", "generator"] {
+            let _ = m.degraded.get_or_create(&vec![("dependency", d.to_owned())]);
+        }
+        Arc::new(m)
+    }
+
+    pub fn observe_stage(&self, stage: Stage, seconds: f64) {
+        self.stage.get_or_create(&vec![("stage", stage.as_str().to_owned())]).observe(seconds);
+    }
+
+    /// One finished HTTP request: `route` is the matched template (never the raw path).
+    pub fn observe_http(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        let labels = vec![("route", route.to_owned()), ("method", method.to_owned()), ("status", class.to_owned())];
+        self.http_requests.get_or_create(&labels).inc();
+        self.http_duration.get_or_create(&labels).observe(seconds);
+    }
+
+    pub fn observe_job(&self, failed: bool, seconds: f64) {
+        let state = if failed { "failed" } else { "done" };
+        self.job_duration.get_or_create(&vec![("state", state.to_owned())]).observe(seconds);
+    }
+
+    pub fn count_tokens(&self, generator: &str, prompt: usize, completion: usize) {
+        self.tokens.get_or_create(&vec![("direction", "prompt".to_owned()), ("generator", generator.to_owned())]).inc_by(prompt as u64);
+        self.tokens.get_or_create(&vec![("direction", "completion".to_owned()), ("generator", generator.to_owned())]).inc_by(completion as u64);
+    }
+
+    pub fn count_degraded(&self, dependencies: &[String]) {
+        for d in dependencies {
+            // Only the fixed dependency words are labels.
+            if matches!(d.as_str(), "embedder" | "generator" | "cache" | "reranker") {
+                self.degraded.get_or_create(&vec![("dependency", d.clone())]).inc();
+            }
+        }
+    }
+
+    /// Unfinished jobs by state (finished ones are counted by `ragd_job_duration_seconds_count{state}`).
+    pub fn set_jobs(&self, by_state: &BTreeMap<&'static str, u64>) {
+        for state in ["queued", "running"] {
+            self.jobs.get_or_create(&vec![("state", state.to_owned())]).set(by_state.get(state).copied().unwrap_or(0) as i64);
+        }
+    }
+
+    /// Replaces the per-collection gauges (collections that are gone disappear).
+    pub fn set_collections(&self, counts: &[(String, u64, u64)]) {
+        self.collection_documents.clear();
+        self.collection_chunks.clear();
+        for (name, documents, chunks) in counts {
+            self.collection_documents.get_or_create(&vec![("collection", name.clone())]).set(*documents as i64);
+            self.collection_chunks.get_or_create(&vec![("collection", name.clone())]).set(*chunks as i64);
+        }
+    }
+
+    /// The Prometheus/OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_the_api_names() {
+        let m = Metrics::new();
+        m.observe_stage(Stage::Search, 0.002);
+        m.observe_http("/api/v1/collections/{name}/search", "POST", 200, 0.003);
+        m.count_tokens("builtin:gemma-3-270m", 100, 7);
+        m.count_degraded(&["generator".into(), "not-a-dependency".into()]);
+        let text = m.encode();
+        for needle in [
+            "ragd_stage_duration_seconds_count{stage=\"search\"} 1",
+            "ragd_stage_duration_seconds_count{stage=\"generate\"} 0",
+            "ragd_http_requests_total{route=\"/api/v1/collections/{name}/search\",method=\"POST\",status=\"2xx\"} 1",
+            "ragd_tokens_total{direction=\"completion\",generator=\"builtin:gemma-3-270m\"} 7",
+            "ragd_degraded_total{dependency=\"generator\"} 1",
+            "ragd_build_info{version=",
+            "# TYPE ragd_http_request_duration_seconds histogram",
+        ] {
+            assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+        }
+        assert!(!text.contains("not-a-dependency"), "labels are fixed words");
+    }
+}
