@@ -54,6 +54,8 @@ struct HttpGenerator {
     base: String,
     cfg: HttpGeneratorConfig,
     id: String,
+    /// Set from a 429/503 `Retry-After`: until then, calls fail at once without reaching the server.
+    not_before: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 fn unavailable(message: impl Into<String>) -> Error {
@@ -82,7 +84,7 @@ impl HttpGenerator {
             base.truncate(base.len() - 3);
         }
         let id = format!("{}:{}", if flavor == Flavor::Ollama { "ollama" } else { "openai" }, cfg.model);
-        Ok(HttpGenerator { flavor, client, base, cfg, id })
+        Ok(HttpGenerator { flavor, client, base, cfg, id, not_before: std::sync::Mutex::new(None) })
     }
 
     fn endpoint(&self) -> String {
@@ -141,6 +143,15 @@ impl HttpGenerator {
 
     async fn generate(&self, req: GenerationRequest, pieces: mpsc::Sender<String>) -> Result<Generated> {
         let endpoint = self.endpoint();
+        // Honour the server's last Retry-After: asking again sooner would only add to its load.
+        let wait = self.not_before.lock().expect("not_before lock").and_then(|t| t.checked_duration_since(std::time::Instant::now()));
+        if let Some(wait) = wait {
+            return Err(Error::Unavailable {
+                dependency: "generator",
+                message: format!("{endpoint} asked to wait (Retry-After); {} ms left", wait.as_millis()),
+                retry_after: Some(wait),
+            });
+        }
         let mut http = self.client.post(&endpoint).json(&self.body(&req));
         if self.flavor == Flavor::OpenAi {
             if let Some(key) = &self.cfg.api_key {
@@ -151,6 +162,9 @@ impl HttpGenerator {
         let status = resp.status();
         if !status.is_success() {
             let retry_after = retry_after(resp.headers());
+            if let (Some(wait), true) = (retry_after, matches!(status.as_u16(), 429 | 503)) {
+                *self.not_before.lock().expect("not_before lock") = Some(std::time::Instant::now() + wait);
+            }
             let text = resp.text().await.unwrap_or_default();
             let snippet: String = text.chars().take(300).collect();
             return Err(Error::Unavailable { dependency: "generator", message: format!("{endpoint} answered {status}: {snippet}"), retry_after });
