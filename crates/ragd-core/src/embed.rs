@@ -24,6 +24,10 @@ pub trait Embedder: Send + Sync + 'static {
     async fn ready(&self) -> Result<()> {
         Ok(())
     }
+    /// The circuit breaker in front of this embedder, if any.
+    fn breaker_status(&self) -> Option<crate::breaker::BreakerStatus> {
+        None
+    }
 }
 
 /// Counts tokens the way the embedder will see them, so chunks fit its context.

@@ -102,6 +102,8 @@ pub struct Parts {
     pub embedder: Arc<dyn Embedder>,
     pub tokens: Arc<dyn TokenCounter>,
     pub generators: Generators,
+    /// The registry the parts' breakers already report to.
+    pub metrics: Arc<Metrics>,
 }
 
 pub struct Engine {
@@ -130,7 +132,7 @@ impl Engine {
         Arc::new(Engine {
             generators: parts.generators,
             conversations,
-            metrics: Metrics::new(),
+            metrics: parts.metrics,
             settings: parts.settings,
             catalog: parts.catalog,
             store: parts.store,
@@ -157,6 +159,25 @@ impl Engine {
     }
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Jobs that are queued or running.
+    pub async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>> {
+        self.catalog.unfinished_jobs().await
+    }
+
+    /// Every circuit breaker, by dependency: the embedder's and each generator's.
+    pub fn breakers(&self) -> Vec<(String, crate::breaker::BreakerStatus)> {
+        let mut out = Vec::new();
+        if let Some(s) = self.embedder.breaker_status() {
+            out.push(("embedder".to_owned(), s));
+        }
+        for (name, g) in self.generators.all() {
+            if let Some(s) = g.breaker_status() {
+                out.push((if name == "default" { "generator".to_owned() } else { format!("generator:{name}") }, s));
+            }
+        }
+        out
     }
 
     /// Brings the gauges that are read from storage (jobs, documents and chunks per collection) up

@@ -62,6 +62,10 @@ pub trait Generator: Send + Sync + 'static {
     async fn ready(&self) -> Result<()> {
         Ok(())
     }
+    /// The circuit breaker in front of this generator, if any.
+    fn breaker_status(&self) -> Option<crate::breaker::BreakerStatus> {
+        None
+    }
 }
 
 /// A base (completion) model does not know where an answer ends: after a blank line or a new `[n]`

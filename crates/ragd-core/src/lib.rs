@@ -3,6 +3,7 @@
 //! It knows neither HTTP nor Qdrant.
 
 pub mod answer;
+pub mod breaker;
 pub mod catalog;
 pub mod chunk;
 pub mod embed;
@@ -13,6 +14,7 @@ pub mod ids;
 pub mod jobs;
 pub mod metrics;
 pub mod parse;
+pub mod resilience;
 pub mod settings;
 pub mod store;
 pub mod types;

@@ -73,6 +73,9 @@ pub struct Metrics {
     collection_chunks: Family<Labels, Gauge>,
     degraded: Family<Labels, Counter>,
     pub ready: Gauge,
+    breaker_state: Family<Labels, Gauge>,
+    breaker_transitions: Family<Labels, Counter>,
+    breaker_rejections: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -90,6 +93,9 @@ impl Metrics {
         let degraded = Family::<Labels, Counter>::default();
         let ready = Gauge::default();
         let build_info = Family::<Labels, Gauge>::default();
+        let breaker_state = Family::<Labels, Gauge>::default();
+        let breaker_transitions = Family::<Labels, Counter>::default();
+        let breaker_rejections = Family::<Labels, Counter>::default();
         build_info.get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())]).set(1);
 
         registry.register("http_requests", "HTTP requests by route template, method and status class", http_requests.clone());
@@ -104,6 +110,9 @@ impl Metrics {
         registry.register("degraded", "Responses served without a dependency, by dependency", degraded.clone());
         registry.register("ready", "1 when every dependency is ready", ready.clone());
         registry.register("build_info", "ragd's version", build_info);
+        registry.register("breaker_state", "Circuit breaker state per dependency: 0 closed, 1 open, 2 half-open", breaker_state.clone());
+        registry.register("breaker_transitions", "Circuit breaker transitions per dependency, by the state entered", breaker_transitions.clone());
+        registry.register("breaker_rejections", "Calls refused by an open (or full half-open) circuit breaker", breaker_rejections.clone());
 
         let m = Metrics {
             registry,
@@ -118,6 +127,9 @@ impl Metrics {
             collection_chunks,
             degraded,
             ready,
+            breaker_state,
+            breaker_transitions,
+            breaker_rejections,
         };
         // Series that exist from the start, so dashboards and rates see zeros rather than gaps.
         for s in Stage::ALL {
@@ -190,6 +202,24 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+impl crate::breaker::BreakerObserver for Metrics {
+    fn registered(&self, dependency: &str) {
+        let dep = vec![("dependency", dependency.to_owned())];
+        self.breaker_state.get_or_create(&dep).set(0);
+        let _ = self.breaker_rejections.get_or_create(&dep);
+        for to in ["open", "half_open", "closed"] {
+            let _ = self.breaker_transitions.get_or_create(&vec![("dependency", dependency.to_owned()), ("to", to.to_owned())]);
+        }
+    }
+    fn transition(&self, dependency: &str, to: crate::breaker::State) {
+        self.breaker_state.get_or_create(&vec![("dependency", dependency.to_owned())]).set(to.gauge());
+        self.breaker_transitions.get_or_create(&vec![("dependency", dependency.to_owned()), ("to", to.as_str().to_owned())]).inc();
+    }
+    fn rejected(&self, dependency: &str) {
+        self.breaker_rejections.get_or_create(&vec![("dependency", dependency.to_owned())]).inc();
     }
 }
 

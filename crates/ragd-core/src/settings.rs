@@ -32,6 +32,8 @@ pub struct Settings {
     pub generators: BTreeMap<String, ProviderSettings<GeneratorKind>>,
     pub answer: AnswerSettings,
     pub log: LogSettings,
+    /// Breakers, retries, concurrency caps per dependency.
+    pub resilience: ResilienceByDependency,
     /// Default chunking of new collections.
     pub chunking: ChunkingConfig,
     pub ingest: IngestSettings,
@@ -146,6 +148,34 @@ impl Default for SearchSettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
+pub struct ResilienceByDependency {
+    pub embedder: crate::resilience::ResilienceSettings,
+    /// Applies to every generator (each has its own breaker). Generators are never retried.
+    pub generator: crate::resilience::ResilienceSettings,
+}
+
+impl Default for ResilienceByDependency {
+    fn default() -> Self {
+        use crate::breaker::BreakerConfig;
+        use crate::resilience::ResilienceSettings;
+        ResilienceByDependency {
+            embedder: ResilienceSettings {
+                breaker: BreakerConfig { slow_call_ms: 10_000, wait_in_open_ms: 5_000, ..BreakerConfig::default() },
+                max_concurrent: 64,
+                ..ResilienceSettings::default()
+            },
+            generator: ResilienceSettings {
+                breaker: BreakerConfig { slow_call_ms: 60_000, wait_in_open_ms: 15_000, ..BreakerConfig::default() },
+                max_concurrent: 8,
+                max_attempts: 1,
+                ..ResilienceSettings::default()
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
     /// `text` (human-readable) or `json` (one object per line). `RAGD_LOG_FORMAT` overrides it.
     pub format: LogFormat,
@@ -232,6 +262,7 @@ impl Default for Settings {
             generators: BTreeMap::new(),
             answer: AnswerSettings::default(),
             log: LogSettings::default(),
+            resilience: ResilienceByDependency::default(),
             chunking: ChunkingConfig::default(),
             ingest: IngestSettings::default(),
             search: SearchSettings::default(),
@@ -350,6 +381,8 @@ impl Settings {
         if !(0.0..=2.0).contains(&self.answer.temperature) {
             p.push("answer.temperature must be between 0 and 2".into());
         }
+        p.extend(self.resilience.embedder.problems("resilience.embedder"));
+        p.extend(self.resilience.generator.problems("resilience.generator"));
         if self.answer.max_conversations == 0 {
             p.push("answer.max_conversations must be at least 1".into());
         }

@@ -26,6 +26,9 @@ struct Check {
     latency_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// The dependency's circuit breaker, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    breaker: Option<ragd_core::breaker::BreakerStatus>,
 }
 
 async fn probe<F: std::future::Future<Output = ragd_core::Result<()>>>(f: F) -> Check {
@@ -33,9 +36,9 @@ async fn probe<F: std::future::Future<Output = ragd_core::Result<()>>>(f: F) -> 
     let result = tokio::time::timeout(PROBE_TIMEOUT, f).await;
     let latency_ms = (t.elapsed().as_secs_f64() * 1e4).round() / 10.0;
     match result {
-        Ok(Ok(())) => Check { status: "ok", critical: true, latency_ms, error: None },
-        Ok(Err(e)) => Check { status: "down", critical: true, latency_ms, error: Some(e.to_string()) },
-        Err(_) => Check { status: "down", critical: true, latency_ms, error: Some("probe timed out".into()) },
+        Ok(Ok(())) => Check { status: "ok", critical: true, latency_ms, error: None, breaker: None },
+        Ok(Err(e)) => Check { status: "down", critical: true, latency_ms, error: Some(e.to_string()), breaker: None },
+        Err(_) => Check { status: "down", critical: true, latency_ms, error: Some("probe timed out".into()), breaker: None },
     }
 }
 
@@ -44,10 +47,13 @@ async fn probe<F: std::future::Future<Output = ragd_core::Result<()>>>(f: F) -> 
 pub async fn readiness(engine: &ragd_core::engine::Engine) -> (bool, serde_json::Value) {
     let mut checks = BTreeMap::new();
     checks.insert("vector_store".to_owned(), probe(engine.store().ready()).await);
-    checks.insert("embedder".to_owned(), probe(engine.embedder().ready()).await);
+    let mut embedder = probe(engine.embedder().ready()).await;
+    embedder.breaker = engine.embedder().breaker_status();
+    checks.insert("embedder".to_owned(), embedder);
     for (name, g) in engine.generators().all() {
         let mut check = probe(g.ready()).await;
         check.critical = false;
+        check.breaker = g.breaker_status();
         let key = if name == "default" { "generator".to_owned() } else { format!("generator:{name}") };
         checks.insert(key, check);
     }
@@ -62,6 +68,24 @@ pub async fn ready(State(st): State<AppState>) -> Response {
     let (ready, body) = readiness(&st.engine).await;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(body)).into_response()
+}
+
+/// `GET /api/v1/status` (admin): version, uptime, readiness with every check, the circuit breakers,
+/// unfinished jobs.
+pub async fn status(State(st): State<AppState>) -> Response {
+    let (ready, readiness) = readiness(&st.engine).await;
+    let breakers: BTreeMap<String, ragd_core::breaker::BreakerStatus> = st.engine.breakers().into_iter().collect();
+    let unfinished = st.engine.unfinished_jobs().await.unwrap_or_default();
+    let count = |s: &str| unfinished.iter().filter(|j| j.status.as_str() == s).count();
+    axum::Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": st.started.elapsed().as_secs(),
+        "ready": ready,
+        "readiness": readiness,
+        "breakers": breakers,
+        "jobs": {"queued": count("queued"), "running": count("running")},
+    }))
+    .into_response()
 }
 
 /// `/metrics` (admin listener): refreshes the gauges read from storage and readiness, then encodes.

@@ -30,6 +30,7 @@ pub use openapi::openapi_json;
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
+    pub started: std::time::Instant,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -39,8 +40,9 @@ pub fn router(engine: Arc<Engine>) -> Router {
     // Multipart bodies are bounded by this layer; JSON bodies by the handler (same limit), and an
     // announced Content-Length over it is refused before reading.
     let upload_limit = usize::try_from(engine.settings().ingest.max_upload_bytes).unwrap_or(usize::MAX);
-    let state = AppState { engine };
+    let state = AppState { engine, started: std::time::Instant::now() };
     let api = Router::new()
+        .route("/status", get(health::status))
         .route("/collections", post(routes::create_collection).get(routes::list_collections))
         .route("/collections/{name}", get(routes::get_collection).delete(routes::delete_collection))
         .route(
@@ -70,7 +72,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
 
 /// The admin application: `/metrics` and the health routes, for the admin listener.
 pub fn admin_router(engine: Arc<Engine>) -> Router {
-    let state = AppState { engine };
+    let state = AppState { engine, started: std::time::Instant::now() };
     let router = Router::new()
         .route("/metrics", get(health::metrics))
         .route("/health/live", get(health::live))

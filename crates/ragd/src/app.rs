@@ -8,7 +8,10 @@ use anyhow::Context;
 use ragd_core::embed::{ApproxTokenCounter, Embedder, TokenCounter};
 use ragd_core::engine::{Engine, Parts};
 use ragd_core::answer::{GeneratorSlot, Generators};
+use ragd_core::breaker::BreakerObserver;
 use ragd_core::generate::Generator;
+use ragd_core::metrics::Metrics;
+use ragd_core::resilience::{ResilientEmbedder, ResilientGenerator};
 use ragd_core::settings::{EmbedderKind, GeneratorKind, OpenAiApi, ProviderSettings, Settings, Sources};
 use ragd_models::builtin::{BuiltinEmbedder, BuiltinOptions};
 use ragd_models::http::{HttpEmbedderConfig, OllamaEmbedder, OpenAiEmbedder};
@@ -41,12 +44,15 @@ pub async fn embedder(settings: &Settings) -> anyhow::Result<(Arc<dyn Embedder>,
     })
 }
 
-/// Builds one generator from its settings; `None` for `kind = "none"`. The built-in model is loaded
-/// once and shared by every entry that names it.
+/// Builds one generator from its settings, behind its circuit breaker (`name` is the breaker's and
+/// the metrics' dependency label); `None` for `kind = "none"`. The built-in model is loaded once and
+/// shared by every entry that names it.
 async fn generator(
     settings: &Settings,
+    name: &str,
     p: &ProviderSettings<GeneratorKind>,
     builtin: &mut Option<Arc<dyn Generator>>,
+    observer: &Arc<dyn BreakerObserver>,
 ) -> anyhow::Result<Option<GeneratorSlot>> {
     let timeout = Duration::from_millis(p.timeout_ms);
     let generator: Arc<dyn Generator> = match p.kind {
@@ -74,16 +80,19 @@ async fn generator(
             }
         }
     };
+    let generator: Arc<dyn Generator> =
+        Arc::new(ResilientGenerator::new(generator, name, &settings.resilience.generator, timeout, observer.clone()));
     Ok(Some(GeneratorSlot { generator, timeout }))
 }
 
 /// The default generator and the named ones of `generators.*`.
-pub async fn generators(settings: &Settings) -> anyhow::Result<Generators> {
+pub async fn generators(settings: &Settings, observer: Arc<dyn BreakerObserver>) -> anyhow::Result<Generators> {
     let mut builtin = None;
-    let default = generator(settings, &settings.generator, &mut builtin).await.context("generator")?;
+    let default = generator(settings, "generator", &settings.generator, &mut builtin, &observer).await.context("generator")?;
     let mut named = std::collections::HashMap::new();
     for (name, p) in &settings.generators {
-        named.insert(name.clone(), generator(settings, p, &mut builtin).await.with_context(|| format!("generators.{name}"))?);
+        let slot = generator(settings, &format!("generator:{name}"), p, &mut builtin, &observer).await.with_context(|| format!("generators.{name}"))?;
+        named.insert(name.clone(), slot);
     }
     Ok(Generators { default, named })
 }
@@ -96,9 +105,14 @@ pub async fn engine(settings: Settings, answers: bool) -> anyhow::Result<Arc<Eng
         anyhow::anyhow!("{e} (is another ragd using the data folder {}?)", settings.data_dir.display())
     })?;
     let store = EmbeddedStore::open(&settings.collections_path())?;
+    let metrics = Metrics::new();
+    let observer: Arc<dyn BreakerObserver> = metrics.clone();
     let (embedder, tokens) = embedder(&settings).await?;
-    let generators = if answers { generators(&settings).await? } else { Generators::default() };
+    let timeout = Duration::from_millis(settings.embedder.timeout_ms);
+    let embedder: Arc<dyn Embedder> = Arc::new(ResilientEmbedder::new(embedder, &settings.resilience.embedder, timeout, observer.clone()));
+    let generators = if answers { generators(&settings, observer).await? } else { Generators::default() };
     let engine = Engine::new(Parts {
+        metrics,
         generators,
         settings: Arc::new(settings),
         catalog: Arc::new(catalog),
