@@ -464,3 +464,67 @@ async fn ragd_ask_streams_an_answer_and_cites_the_right_doc() {
     assert!(answer.contains("data folder"), "{stdout}");
     assert!(sources.contains("durability.md"), "{stdout}");
 }
+
+/// Issue 5, S1: 20 clients ask while the generator is killed. Every answer is a 200 (extractive,
+/// cited, `degraded: ["generator"]`); once the breaker is open the generator is not called at all;
+/// when it comes back, full answers resume within one open-state wait plus one probe.
+#[tokio::test]
+async fn a_killed_generator_opens_its_breaker_and_answers_stay_up() {
+    let standin = StandInModelServer::start(Behavior::Killed).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = generator_env("openai", &standin.url);
+    env.extend([
+        ("RAGD_RESILIENCE__GENERATOR__BREAKER__WINDOW_SIZE", "10"),
+        ("RAGD_RESILIENCE__GENERATOR__BREAKER__MINIMUM_CALLS", "5"),
+        ("RAGD_RESILIENCE__GENERATOR__BREAKER__WAIT_IN_OPEN_MS", "1500"),
+        ("RAGD_RESILIENCE__GENERATOR__BREAKER__HALF_OPEN_CALLS", "1"),
+        ("RAGD_RESILIENCE__GENERATOR__MAX_CONCURRENT", "32"),
+    ]);
+    let server = std::sync::Arc::new(Server::start_with(dir.path(), &env));
+    seed(&server, "facts").await;
+
+    let mut clients = Vec::new();
+    for c in 0..20 {
+        let server = server.clone();
+        clients.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for _ in 0..5 {
+                let (s, b) = server.post("/api/v1/collections/facts/query", json!({"question": format!("When was the Brisa lighthouse built? ({c})")})).await;
+                assert_eq!(b["degraded"], json!(["generator"]), "{b}");
+                assert!(b["answer"].as_str().unwrap().contains("[1]"), "{b}");
+                statuses.push(s);
+            }
+            statuses
+        }));
+    }
+    let mut statuses = Vec::new();
+    for c in clients {
+        statuses.extend(c.await.unwrap());
+    }
+    assert_eq!(statuses.len(), 100);
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let called = standin.request_count();
+    assert!(called < 40, "the breaker should have stopped calls to the dead generator; it was called {called} times");
+    let (_, status) = server.get("/api/v1/status").await;
+    assert_eq!(status["breakers"]["generator"]["state"], "open", "{status}");
+    let (_, ready) = server.get("/health/ready").await;
+    assert_eq!(ready["checks"]["generator"]["breaker"]["state"], "open", "{ready}");
+    let metrics = server.http.get(format!("{}/metrics", server.admin)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("ragd_breaker_state{dependency=\"generator\"} 1"), "{metrics}");
+    assert!(!metrics.contains("ragd_breaker_rejections_total{dependency=\"generator\"} 0"), "rejections are counted");
+
+    // The generator comes back: within the open wait plus one probe, answers are full again.
+    standin.set(Behavior::Answer { pieces: vec!["It was built in 1874 [1].".into()], delay: Duration::ZERO });
+    let back = Instant::now();
+    loop {
+        let b = ask(&server, "facts", json!({"question": "When was the Brisa lighthouse built?"})).await;
+        if b["degraded"] == json!([]) {
+            assert_eq!(b["answer"], "It was built in 1874 [1].");
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_millis(1500 + 1000), "full answers did not resume: {b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, status) = server.get("/api/v1/status").await;
+    assert_eq!(status["breakers"]["generator"]["state"], "closed", "{status}");
+}

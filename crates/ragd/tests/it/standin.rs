@@ -25,6 +25,8 @@ pub enum Behavior {
     BreakOff { pieces: Vec<String> },
     /// Streams `pieces`, then an error inside the stream.
     ErrorInStream { pieces: Vec<String> },
+    /// Closes every connection at once, before any response: what a killed server looks like.
+    Killed,
 }
 
 pub struct StandInModelServer {
@@ -113,6 +115,9 @@ async fn handle(
     requests: Arc<Mutex<Vec<Value>>>,
     disconnects: Arc<AtomicUsize>,
 ) -> std::io::Result<()> {
+    if matches!(*behavior.lock().unwrap(), Behavior::Killed) {
+        return Ok(()); // dropping the socket unanswered
+    }
     let (method, path, body) = read_request(&mut stream).await?;
     let ollama = path.starts_with("/api/");
     if method == "GET" {
@@ -130,6 +135,7 @@ async fn handle(
         }
     };
     match behavior {
+        Behavior::Killed => Ok(()),
         Behavior::Status { code, retry_after } => {
             let headers: Vec<(String, String)> = retry_after.map(|s| ("Retry-After".to_owned(), s.to_string())).into_iter().collect();
             let body = json!({"error": {"message": format!("stand-in says {code}")}}).to_string();
