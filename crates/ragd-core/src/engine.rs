@@ -115,6 +115,8 @@ pub struct Engine {
     pub(crate) generators: Generators,
     pub(crate) conversations: Conversations,
     pub(crate) metrics: Arc<Metrics>,
+    /// Jobs being worked on: last sign of progress and a handle to stop the task (the reaper's view).
+    pub(crate) active_jobs: std::sync::Mutex<HashMap<String, (std::time::Instant, tokio::task::AbortHandle)>>,
     pub(crate) queue: mpsc::UnboundedSender<String>,
     queue_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<String>>>,
     /// Finished job ids, for `wait=true` callers.
@@ -133,6 +135,7 @@ impl Engine {
             generators: parts.generators,
             conversations,
             metrics: parts.metrics,
+            active_jobs: Default::default(),
             settings: parts.settings,
             catalog: parts.catalog,
             store: parts.store,
@@ -319,6 +322,7 @@ impl Engine {
             created_at: now.clone(),
             updated_at: now,
             attempts: 0,
+            stalled_attempts: 0,
         };
         match self.catalog.create_job(job, pending, key).await? {
             JobCreated::New(job) => {

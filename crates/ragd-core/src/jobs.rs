@@ -26,12 +26,56 @@ pub(crate) fn spawn_workers(engine: Arc<Engine>, rx: mpsc::UnboundedReceiver<Str
         tokio::spawn(async move {
             loop {
                 let Some(job_id) = rx.lock().await.recv().await else { return };
-                if let Err(e) = run_job(&engine, &job_id).await {
-                    tracing::error!(worker, job = %job_id, error = %e, "job bookkeeping failed");
+                // Each job runs in its own task, so the reaper can stop a hung one and a panic is
+                // contained: either way the worker survives and the job is retried (bounded).
+                let task = {
+                    let (engine, job_id) = (engine.clone(), job_id.clone());
+                    tokio::spawn(async move { run_job(&engine, &job_id).await })
+                };
+                engine.active_jobs.lock().expect("active jobs").insert(job_id.clone(), (std::time::Instant::now(), task.abort_handle()));
+                let outcome = task.await;
+                engine.active_jobs.lock().expect("active jobs").remove(&job_id);
+                match outcome {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(worker, job = %job_id, error = %e, "job bookkeeping failed"),
+                    Err(e) => {
+                        let why = if e.is_panic() { "its worker crashed (a bug: see the log)" } else { "it stopped making progress and was stopped" };
+                        tracing::error!(worker, job = %job_id, "job interrupted: {why}; it will be retried");
+                        // Retried from its last durable batch; `run_job` fails it once the attempts run out.
+                        let _ = engine.queue.send(job_id.clone());
+                        continue;
+                    }
                 }
                 let _ = engine.finished.send(job_id);
             }
         });
+    }
+    spawn_reaper(engine);
+}
+
+/// Every few seconds: a running job whose worker has not reported progress for `ingest.job_stale_secs`
+/// is stopped (its task aborted); the worker loop then retries it.
+fn spawn_reaper(engine: Arc<Engine>) {
+    let stale = Duration::from_secs(engine.settings.ingest.job_stale_secs);
+    let every = (stale / 10).clamp(Duration::from_millis(100), Duration::from_secs(10));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let active = engine.active_jobs.lock().expect("active jobs");
+            for (id, (beat, abort)) in active.iter() {
+                if beat.elapsed() >= stale {
+                    tracing::warn!(job = %id, silent_s = beat.elapsed().as_secs(), "job made no progress: stopping it for a retry");
+                    abort.abort();
+                }
+            }
+        }
+    });
+}
+
+/// A sign of life from a running job (after each durable batch).
+fn heartbeat(engine: &Engine, job_id: &str) {
+    if let Some(entry) = engine.active_jobs.lock().expect("active jobs").get_mut(job_id) {
+        entry.0 = std::time::Instant::now();
     }
 }
 
@@ -41,8 +85,31 @@ async fn run_job(engine: &Engine, job_id: &str) -> Result<()> {
         return Ok(());
     }
     let started = std::time::Instant::now();
+    let max = engine.settings.ingest.max_stalled_attempts;
+    if job.stalled_attempts >= max {
+        job.status = JobStatus::Failed;
+        job.updated_at = now_rfc3339();
+        job.error = Some(JobError {
+            code: "job_attempts_exhausted".into(),
+            message: format!(
+                "the job was started {max} times in a row without making progress (its worker died, hung or took the \
+                 server down each time); {} of {} documents were ingested before that",
+                job.progress.done, job.progress.total
+            ),
+        });
+        for d in job.documents.iter_mut().filter(|d| d.status == DocOutcome::Pending) {
+            d.status = DocOutcome::Failed;
+            d.error = Some("not ingested: the job's attempts ran out".into());
+        }
+        engine.catalog.update_job(&job).await?;
+        engine.metrics.observe_job(true, 0.0);
+        tracing::error!(job = %job.id, attempts = job.attempts, "job failed: attempts exhausted");
+        return Ok(());
+    }
     job.status = JobStatus::Running;
     job.attempts += 1;
+    // Counted as stalled until a batch commits (which resets it, durably with the batch).
+    job.stalled_attempts += 1;
     job.updated_at = now_rfc3339();
     engine.catalog.update_job(&job).await?;
     tracing::info!(job = %job.id, collection = %job.collection, documents = job.progress.total, attempt = job.attempts, "job started");
@@ -194,7 +261,10 @@ async fn ingest_batch(engine: &Engine, record: &CollectionRecord, job: &mut JobR
     }
     job.progress.done = job.documents.iter().filter(|d| d.status != DocOutcome::Pending).count() as u32;
     job.updated_at = now_rfc3339();
-    engine.catalog.commit_documents(&record.name, records, job).await
+    job.stalled_attempts = 0;
+    engine.catalog.commit_documents(&record.name, records, job).await?;
+    heartbeat(engine, &job.id);
+    Ok(())
 }
 
 /// The text a chunk is embedded as: its document title gives short passages their context.

@@ -116,11 +116,15 @@ pub struct IngestSettings {
     pub workers: usize,
     /// Documents embedded and made durable together inside a job.
     pub batch_documents: usize,
+    /// A running job whose worker has not reported progress for this long is stopped and retried.
+    pub job_stale_secs: u64,
+    /// Attempts in a row without progress before a job fails (instead of being retried forever).
+    pub max_stalled_attempts: u32,
 }
 
 impl Default for IngestSettings {
     fn default() -> Self {
-        IngestSettings { max_upload_bytes: 32 * 1024 * 1024, workers: 1, batch_documents: 64 }
+        IngestSettings { max_upload_bytes: 32 * 1024 * 1024, workers: 1, batch_documents: 64, job_stale_secs: 300, max_stalled_attempts: 5 }
     }
 }
 
@@ -394,6 +398,9 @@ impl Settings {
         }
         if self.ingest.max_upload_bytes < 1024 {
             p.push("ingest.max_upload_bytes must be at least 1024".into());
+        }
+        if self.ingest.job_stale_secs == 0 || self.ingest.max_stalled_attempts == 0 {
+            p.push("ingest.job_stale_secs and ingest.max_stalled_attempts must be at least 1".into());
         }
         if self.ingest.workers == 0 || self.ingest.batch_documents == 0 {
             p.push("ingest.workers and ingest.batch_documents must be at least 1".into());

@@ -118,6 +118,11 @@ pub struct JobRecord {
     /// How many times a worker has started this job (a restart mid-job makes it 2).
     #[serde(default)]
     pub attempts: u32,
+    /// Attempts in a row that ended without making a batch durable (the worker died, hung or
+    /// crashed the process). Reset by every committed batch; at `ingest.max_stalled_attempts` the
+    /// job fails with a reason instead of being retried forever.
+    #[serde(default)]
+    pub stalled_attempts: u32,
 }
 
 /// One document waiting to be ingested, already parsed (parsing happens before the job is

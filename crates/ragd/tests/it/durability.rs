@@ -96,3 +96,38 @@ async fn sigkill_during_cli_ingest_of_msmarco_loses_nothing_acknowledged() {
     let hits = r["results"].as_array().unwrap();
     assert!(!hits.is_empty() && hits.iter().all(|h| h["doc_id"] == id.as_str()), "{r}");
 }
+
+/// Issue 5: no job stays `running` forever. A job whose embedder hangs past every timeout makes no
+/// progress; the reaper stops it after `ingest.job_stale_secs`, it is retried, and after
+/// `ingest.max_stalled_attempts` attempts without progress it fails with a reason.
+// Multi-threaded: the stand-in must answer the embedder's start-up probe while this thread waits
+// for the server to print its address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_makes_no_progress_is_retried_then_failed_with_a_reason() {
+    use crate::standin::{Behavior, StandInModelServer};
+    let standin = StandInModelServer::start(Behavior::Answer { pieces: vec![], delay: Duration::ZERO }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            ("RAGD_EMBEDDER__KIND", "openai"),
+            ("RAGD_EMBEDDER__URL", &standin.url),
+            ("RAGD_EMBEDDER__MODEL", "standin-embed"),
+            // Longer than the test: only the reaper can end the hang.
+            ("RAGD_EMBEDDER__TIMEOUT_MS", "600000"),
+            ("RAGD_INGEST__JOB_STALE_SECS", "1"),
+            ("RAGD_INGEST__MAX_STALLED_ATTEMPTS", "2"),
+            ("RAGD_GENERATOR__KIND", "none"),
+        ],
+    );
+    server.create("stuck").await;
+    standin.set(Behavior::Hang);
+    let (s, b) = server.post("/api/v1/collections/stuck/documents", json!({"id": "d", "text": "never embedded"})).await;
+    assert_eq!(s, 202, "{b}");
+    let job = server.wait_job(b["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], "job_attempts_exhausted", "{job}");
+    assert!(job["error"]["message"].as_str().unwrap().contains("without making progress"), "{job}");
+    assert_eq!(job["attempts"], 2, "{job}");
+    assert_eq!(job["documents"][0]["status"], "failed", "{job}");
+}

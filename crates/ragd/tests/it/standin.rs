@@ -2,7 +2,8 @@
 //! wire formats of Ollama (`POST /api/chat`, NDJSON) and OpenAI-compatible servers
 //! (`POST /v1/chat/completions`, server-sent events) and does what the test tells it: answer in
 //! pieces with a delay, fail with a status and `Retry-After`, hang, break off mid-stream, or send
-//! an error inside the stream. It is not a model: the answer is whatever the test scripts.
+//! an error inside the stream. It is not a model: the answer is whatever the test scripts. It also
+//! answers embedding requests (`/v1/embeddings`, `/api/embed`) with fixed fake vectors, or hangs.
 //! (No Ollama binary can be installed here; the OpenAI wire is also tested against a real llama.cpp server.)
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -124,8 +125,24 @@ async fn handle(
         let body = if ollama { json!({"models": [{"name": "standin"}]}) } else { json!({"object": "list", "data": [{"id": "standin"}]}) };
         return respond(&mut stream, 200, "application/json", &[], body.to_string().as_bytes()).await;
     }
-    requests.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
     let behavior = behavior.lock().unwrap().clone();
+    if path.ends_with("/embeddings") || path.ends_with("/api/embed") {
+        // Embeddings: deterministic 384-dimensional vectors from the text's bytes, or a hang.
+        if matches!(behavior, Behavior::Hang) {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return Ok(());
+        }
+        let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let texts: Vec<String> = req["input"].as_array().map(|a| a.iter().map(|t| t.as_str().unwrap_or("").to_owned()).collect()).unwrap_or_default();
+        let vector = |t: &str| -> Vec<f32> { (0..384).map(|i| ((t.bytes().map(u32::from).sum::<u32>() + i) % 17) as f32 + 1.0).collect() };
+        let body = if ollama {
+            json!({"embeddings": texts.iter().map(|t| vector(t)).collect::<Vec<_>>()})
+        } else {
+            json!({"data": texts.iter().enumerate().map(|(i, t)| json!({"index": i, "embedding": vector(t)})).collect::<Vec<_>>()})
+        };
+        return respond(&mut stream, 200, "application/json", &[], body.to_string().as_bytes()).await;
+    }
+    requests.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
     let content_type = if ollama { "application/x-ndjson" } else { "text/event-stream" };
     let piece = |text: &str| -> String {
         if ollama {
