@@ -423,7 +423,8 @@ impl Engine {
         };
         let text = (req.mode != SearchMode::Dense).then(|| query.to_owned());
         let t = Instant::now();
-        let results = self
+        let deadline = Duration::from_millis(self.settings.search.timeout_ms);
+        let search = self
             .store
             .search(
                 collection,
@@ -436,8 +437,17 @@ impl Engine {
                     rrf_k: self.settings.search.rrf_k,
                     weights: (self.settings.search.dense_weight, self.settings.search.lexical_weight),
                 },
-            )
-            .await?;
+            );
+        let results = match tokio::time::timeout(deadline, search).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(Error::Unavailable {
+                    dependency: "vector_store",
+                    message: format!("the search took longer than {} ms", deadline.as_millis()),
+                    retry_after: Some(Duration::from_secs(1)),
+                });
+            }
+        };
         timings.search_ms = ms(t);
         self.metrics.observe_stage(Stage::Search, t.elapsed().as_secs_f64());
         self.metrics.count_degraded(&degraded);

@@ -32,6 +32,8 @@ pub struct Settings {
     pub generators: BTreeMap<String, ProviderSettings<GeneratorKind>>,
     pub answer: AnswerSettings,
     pub log: LogSettings,
+    /// After SIGTERM/Ctrl-C: how long in-flight requests and streams may take to finish.
+    pub shutdown_grace_secs: u64,
     /// Breakers, retries, concurrency caps per dependency.
     pub resilience: ResilienceByDependency,
     /// Default chunking of new collections.
@@ -142,11 +144,13 @@ pub struct SearchSettings {
     /// Weight of the BM25 ranking in hybrid fusion. 1.5 measured best on msmarco-5k (hybrid nDCG@10
     /// 0.7128 vs 0.7040 at 1.0 and 0.7093 at 2.0) — tuned on that one set, so treat it as a default, not a law.
     pub lexical_weight: f32,
+    /// Deadline of one vector-store search: past it the answer is 503 with Retry-After, never a hang.
+    pub timeout_ms: u64,
 }
 
 impl Default for SearchSettings {
     fn default() -> Self {
-        SearchSettings { default_top_k: 10, max_top_k: 100, candidates: 100, rrf_k: 60, dense_weight: 1.0, lexical_weight: 1.5 }
+        SearchSettings { default_top_k: 10, max_top_k: 100, candidates: 100, rrf_k: 60, dense_weight: 1.0, lexical_weight: 1.5, timeout_ms: 5_000 }
     }
 }
 
@@ -267,6 +271,7 @@ impl Default for Settings {
             answer: AnswerSettings::default(),
             log: LogSettings::default(),
             resilience: ResilienceByDependency::default(),
+            shutdown_grace_secs: 30,
             chunking: ChunkingConfig::default(),
             ingest: IngestSettings::default(),
             search: SearchSettings::default(),

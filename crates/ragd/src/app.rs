@@ -127,6 +127,7 @@ pub async fn engine(settings: Settings, answers: bool) -> anyhow::Result<Arc<Eng
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let listen = settings.listen.clone();
     let admin_listen = settings.admin_listen.clone();
+    let grace = Duration::from_secs(settings.shutdown_grace_secs);
     if !settings.auth.enabled {
         tracing::warn!("AUTHENTICATION IS OFF: anyone who can reach {listen} can read and change every collection (set auth.enabled = true)");
     }
@@ -147,7 +148,23 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         println!("ragd admin listening on http://{admin_addr}");
     }
     println!("ragd listening on http://{addr}");
-    ragd_server::serve(listener, admin, engine, shutdown_signal()).await?;
+    // In-flight requests and streams get `shutdown_grace_secs` to finish after the signal; then the
+    // process exits anyway (jobs are durable: an interrupted one resumes from its last batch).
+    let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = stopping_tx.send(true);
+    };
+    let server = ragd_server::serve(listener, admin, engine, shutdown);
+    tokio::pin!(server);
+    let deadline = async {
+        let _ = stopping_rx.wait_for(|s| *s).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        r = &mut server => r?,
+        _ = deadline => tracing::warn!(grace_s = grace.as_secs(), "shutdown grace period over: closing the connections still open"),
+    }
     tracing::info!("ragd stopped");
     Ok(())
 }

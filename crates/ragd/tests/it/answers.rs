@@ -528,3 +528,30 @@ async fn a_killed_generator_opens_its_breaker_and_answers_stay_up() {
     let (_, status) = server.get("/api/v1/status").await;
     assert_eq!(status["breakers"]["generator"]["state"], "closed", "{status}");
 }
+
+/// Issue 5: SIGTERM drains in-flight work up to `shutdown_grace_secs`, then the process exits even
+/// if a stream is still open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_within_the_grace_period() {
+    let pieces: Vec<String> = (0..200).map(|i| format!("w{i} ")).collect();
+    let standin = StandInModelServer::start(Behavior::Answer { pieces, delay: Duration::from_millis(100) }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = generator_env("openai", &standin.url);
+    env.retain(|(k, _)| *k != "RAGD_GENERATOR__TIMEOUT_MS");
+    env.push(("RAGD_SHUTDOWN_GRACE_SECS", "1"));
+    let mut server = Server::start_with(dir.path(), &env);
+    seed(&server, "facts").await;
+    let mut r = server
+        .http
+        .post(server.url("/api/v1/collections/facts/query"))
+        .json(&json!({"question": "When was the Brisa lighthouse built?", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    // The stream is under way (it would take 20 s).
+    let first = r.chunk().await.unwrap().expect("a first event");
+    assert!(!first.is_empty());
+    let took = tokio::task::spawn_blocking(move || server.terminate(Duration::from_secs(10))).await.unwrap();
+    let took = took.expect("ragd did not exit within 10 s of SIGTERM");
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "exited after {took:?}; the grace is 1 s");
+}

@@ -59,6 +59,23 @@ impl Server {
         Server { child: Some(child), base, admin, data: data.to_owned(), env, http: reqwest::Client::new() }
     }
 
+    /// SIGTERM, then waits for the process to exit; returns how long that took (`None`: it did not
+    /// exit within `limit`, and was killed).
+    pub fn terminate(&mut self, limit: Duration) -> Option<Duration> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            if let Ok(Some(_)) = child.try_wait() {
+                return Some(t.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
