@@ -555,3 +555,36 @@ async fn sigterm_drains_within_the_grace_period() {
     let took = took.expect("ragd did not exit within 10 s of SIGTERM");
     assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "exited after {took:?}; the grace is 1 s");
 }
+
+/// Which generator a collection uses is configuration: `[generators.NAME]` entries, picked by the
+/// collection's `generator` field at creation.
+#[tokio::test]
+async fn a_collection_picks_a_named_generator() {
+    let standin = StandInModelServer::start(Behavior::Answer { pieces: vec!["From the named one [1].".into()], delay: Duration::ZERO }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            ("RAGD_GENERATOR__KIND", "none"),
+            ("RAGD_GENERATORS__ALT__KIND", "openai"),
+            ("RAGD_GENERATORS__ALT__URL", &standin.url),
+            ("RAGD_GENERATORS__ALT__MODEL", "standin"),
+        ],
+    );
+    let (s, e) = server.post("/api/v1/collections", json!({"name": "x", "generator": "nope"})).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (400, Some("unknown_generator")), "{e}");
+    let (s, b) = server.post("/api/v1/collections", json!({"name": "alt", "generator": "alt"})).await;
+    assert_eq!(s, 201, "{b}");
+    server.create("plain").await;
+    for c in ["alt", "plain"] {
+        let (s, b) = server.post(&format!("/api/v1/collections/{c}/documents?wait=true"), json!({"id": "lighthouse", "text": LIGHTHOUSE})).await;
+        assert_eq!(s, 200, "{b}");
+    }
+    let b = ask(&server, "alt", json!({"question": "When was the Brisa lighthouse built?"})).await;
+    assert_eq!((b["generator"].as_str(), b["answer"].as_str()), (Some("openai:standin"), Some("From the named one [1].")), "{b}");
+    let b = ask(&server, "plain", json!({"question": "When was the Brisa lighthouse built?"})).await;
+    assert_eq!(b["generator"], "extractive", "the default generator is `none` here: {b}");
+    assert_eq!(standin.request_count(), 1);
+    let (_, ready) = server.get("/health/ready").await;
+    assert_eq!(ready["checks"]["generator:alt"]["status"], "ok", "{ready}");
+}
