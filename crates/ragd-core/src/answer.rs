@@ -380,15 +380,25 @@ impl QueryJob {
             None => {
                 degraded.push("generator".to_owned());
                 let a = extractive_answer(&self.question, &passages);
+                // After a generator that failed midway, the extractive answer follows what was
+                // streamed, set apart; `done.answer` holds the extractive answer alone.
+                let piece = if timings.ttft_ms == 0.0 { a.clone() } else { format!("\n\n{a}") };
                 if timings.ttft_ms == 0.0 {
                     timings.ttft_ms = ms(start);
-                    if tx.send(AnswerEvent::Token(a.clone())).await.is_err() {
-                        return;
-                    }
+                }
+                if tx.send(AnswerEvent::Token(piece)).await.is_err() {
+                    return;
                 }
                 a
             }
         };
+        if timings.ttft_ms == 0.0 {
+            // An answer nothing was streamed of (no passage matched): stream it whole.
+            timings.ttft_ms = ms(start);
+            if tx.send(AnswerEvent::Token(answer.clone())).await.is_err() {
+                return;
+            }
+        }
         let (mut answer, mut cited) = resolve_citations(&answer, passages.len());
         let mut citations_inferred = false;
         if cited.is_empty() && generator_name != "extractive" {
@@ -434,12 +444,16 @@ impl QueryJob {
     /// so it stands alone (by the generator; if it cannot, the last question is prepended).
     async fn standalone_question(&self) -> String {
         let Some(last) = self.history.last() else { return self.question.clone() };
-        let fallback = format!("{} {}", last.question, self.question);
+        let fallback = truncate_bytes(&format!("{} {}", truncate_chars(&last.question, 1000), self.question), MAX_QUESTION_BYTES);
         let Some(slot) = &self.generator else { return fallback };
         let g = &slot.generator;
         let mut conversation = String::new();
         for t in &self.history {
-            conversation.push_str(&format!("Question: {}\nAnswer: {}\n", one_line(&t.question), one_line(&truncate_chars(&t.answer, 400))));
+            conversation.push_str(&format!(
+                "Question: {}\nAnswer: {}\n",
+                one_line(&truncate_chars(&t.question, 1000)),
+                one_line(&truncate_chars(&t.answer, 400))
+            ));
         }
         let request = GenerationRequest {
             instructions: "Rewrite the follow-up question so that it can be understood without the conversation. \
@@ -567,6 +581,18 @@ pub fn fence_safe(text: &str) -> String {
 
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The longest prefix of `text` within `max` bytes, cut at a character boundary.
+fn truncate_bytes(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 fn truncate_chars(text: &str, max: usize) -> String {

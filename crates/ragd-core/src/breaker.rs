@@ -282,9 +282,13 @@ impl Breaker {
                     }
                 }
                 (State::HalfOpen, Some(ticket)) => {
+                    let before = inner.probes_in_flight.len();
                     inner.probes_in_flight.retain(|(t, _)| *t != ticket);
-                    inner.probe_results.push(outcome);
-                    self.settle_half_open(&mut inner, now, &mut changed);
+                    // A probe that outlived its deadline was already counted as failed.
+                    if inner.probes_in_flight.len() < before {
+                        inner.probe_results.push(outcome);
+                        self.settle_half_open(&mut inner, now, &mut changed);
+                    }
                 }
                 _ => {}
             }
@@ -548,6 +552,22 @@ mod tests {
         b.record(hung1, false);
         b.record(hung2, false);
         assert_eq!(b.state(), State::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_ends_after_its_deadline_is_not_counted_twice() {
+        let b = Breaker::new("t", BreakerConfig { half_open_calls: 3, ..cfg() });
+        open(&b);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let late = b.try_acquire().unwrap();
+        tokio::time::advance(Duration::from_secs(3)).await;
+        let p2 = b.try_acquire().unwrap(); // `late` expires here: one failed result of three
+        b.record(late, false); // already counted: ignored
+        assert_eq!(b.state(), State::HalfOpen, "two probes are still due");
+        let p3 = b.try_acquire().unwrap();
+        b.record(p2, false);
+        b.record(p3, false);
+        assert_eq!(b.state(), State::Closed, "1 failure of 3 probes is under 50%");
     }
 
     #[tokio::test(start_paused = true)]

@@ -16,7 +16,9 @@ use crate::store::ChunkPoint;
 use crate::types::*;
 
 /// How many times an unavailable embedder is retried inside a job before the job fails.
-const EMBED_ATTEMPTS: u32 = 4;
+const EMBED_ATTEMPTS: u32 = 6;
+/// Texts embedded per call inside a job (a heartbeat follows each).
+const EMBED_PART: usize = 256;
 
 pub(crate) fn spawn_workers(engine: Arc<Engine>, rx: mpsc::UnboundedReceiver<String>) {
     let rx = Arc::new(Mutex::new(rx));
@@ -205,9 +207,14 @@ async fn ingest_batch(engine: &Engine, record: &CollectionRecord, job: &mut JobR
         .iter()
         .flat_map(|(doc, chunks)| chunks.iter().map(|c| embedding_text(doc.title.as_deref(), &c.text)))
         .collect();
-    let t = std::time::Instant::now();
-    let vectors = embed_with_retry(engine, texts).await?;
-    engine.metrics.observe_stage(Stage::Embed, t.elapsed().as_secs_f64());
+    // In parts, with a heartbeat after each: a large batch is progress too, not a hung job.
+    let mut vectors = Vec::with_capacity(texts.len());
+    for part in texts.chunks(EMBED_PART) {
+        let t = std::time::Instant::now();
+        vectors.extend(embed_with_retry(engine, part.to_vec()).await?);
+        engine.metrics.observe_stage(Stage::Embed, t.elapsed().as_secs_f64());
+        heartbeat(engine, &job.id);
+    }
 
     let mut vectors = vectors.into_iter();
     let mut points = Vec::new();
@@ -286,8 +293,13 @@ async fn embed_with_retry(engine: &Engine, texts: Vec<String>) -> Result<Vec<Vec
             Ok(v) if v.len() == texts.len() => return Ok(v),
             Ok(v) => return Err(Error::internal(format!("embedder returned {} vectors for {} texts", v.len(), texts.len()))),
             Err(e @ Error::Unavailable { .. }) if attempt < EMBED_ATTEMPTS => {
-                tracing::warn!(attempt, error = %e, "embedder unavailable; retrying");
-                tokio::time::sleep(delay).await;
+                // An open breaker or a server's Retry-After says how long to wait; else back off.
+                let wait = match &e {
+                    Error::Unavailable { retry_after: Some(r), .. } => (*r).min(Duration::from_secs(30)),
+                    _ => delay,
+                };
+                tracing::warn!(attempt, wait_ms = wait.as_millis() as u64, error = %e, "embedder unavailable; retrying");
+                tokio::time::sleep(wait).await;
                 delay *= 2;
                 attempt += 1;
             }

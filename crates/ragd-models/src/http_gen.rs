@@ -167,6 +167,11 @@ impl HttpGenerator {
             }
             let text = resp.text().await.unwrap_or_default();
             let snippet: String = text.chars().take(300).collect();
+            // A 4xx other than 408/429 says the request is wrong (model name, prompt too long), not
+            // that the server is unwell: it must not count against the breaker. Both fall back.
+            if status.is_client_error() && !matches!(status.as_u16(), 408 | 429) {
+                return Err(Error::invalid("generator_rejected", format!("{endpoint} answered {status}: {snippet}")));
+            }
             return Err(Error::Unavailable { dependency: "generator", message: format!("{endpoint} answered {status}: {snippet}"), retry_after });
         }
 

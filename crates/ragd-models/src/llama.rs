@@ -228,13 +228,14 @@ fn generate_one(model: &LlamaModel, ctx: &mut LlamaContext<'_>, req: &Generation
         completion_tokens += 1;
         pending.extend_from_slice(&vocab.token_to_piece(token, false, None));
         // Send only whole UTF-8 characters; a character split over tokens waits for its end.
-        let valid = match std::str::from_utf8(&pending) {
-            Ok(s) => s.len(),
-            Err(e) => e.valid_up_to(),
+        let (valid, invalid) = match std::str::from_utf8(&pending) {
+            Ok(s) => (s.len(), 0),
+            // Bytes that can never become a character are replaced (U+FFFD), not held forever.
+            Err(e) => (e.valid_up_to(), e.error_len().unwrap_or(0)),
         };
-        if valid > 0 {
-            let text = String::from_utf8_lossy(&pending[..valid]).into_owned();
-            pending.drain(..valid);
+        if valid + invalid > 0 {
+            let text = String::from_utf8_lossy(&pending[..valid + invalid]).into_owned();
+            pending.drain(..valid + invalid);
             let (out, stopped) = scanner.push(&text);
             if !out.is_empty() && pieces.blocking_send(out).is_err() {
                 finish = FinishReason::Cancelled;

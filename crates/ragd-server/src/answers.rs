@@ -128,22 +128,28 @@ fn split_conversation(messages: &[ChatMessage]) -> Result<(String, Vec<Turn>), E
         .rposition(|m| m.role == "user")
         .ok_or_else(|| Error::invalid("invalid_messages", "`messages` must contain a message with role `user`"))?;
     let question = message_text(&messages[last_user].content);
+    // The history only helps rewrite a follow-up: its recent end, each message bounded.
+    let bounded = |t: String| if t.len() > 2000 { t.chars().take(2000).collect() } else { t };
     let mut history = Vec::new();
     let mut pending: Option<String> = None;
     for m in &messages[..last_user] {
         match m.role.as_str() {
-            "user" => pending = Some(message_text(&m.content)),
+            "user" => pending = Some(bounded(message_text(&m.content))),
             "assistant" => {
                 if let Some(q) = pending.take() {
-                    history.push(Turn { question: q, answer: message_text(&m.content) });
+                    history.push(Turn { question: q, answer: bounded(message_text(&m.content)) });
                 }
             }
             // System and tool messages do not change ragd's instructions: retrieved-data answers only.
             _ => {}
         }
     }
-    Ok((question, history))
+    let keep = history.len().saturating_sub(MAX_HISTORY_TURNS);
+    Ok((question, history.split_off(keep)))
 }
+
+/// Earlier exchanges of an OpenAI-style conversation that ragd looks at.
+const MAX_HISTORY_TURNS: usize = 8;
 
 fn collection_of(model: &str) -> Result<&str, Error> {
     model.strip_prefix("ragd:").filter(|c| !c.is_empty()).ok_or_else(|| {

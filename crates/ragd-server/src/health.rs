@@ -46,12 +46,17 @@ async fn probe<F: std::future::Future<Output = ragd_core::Result<()>>>(f: F) -> 
 /// the status `degraded` (answers are extractive) but keeps the replica in its load balancer.
 pub async fn readiness(engine: &ragd_core::engine::Engine) -> (bool, serde_json::Value) {
     let mut checks = BTreeMap::new();
-    checks.insert("vector_store".to_owned(), probe(engine.store().ready()).await);
-    let mut embedder = probe(engine.embedder().ready()).await;
+    // Every probe at once: readiness answers within one probe timeout, whatever the number of checks.
+    let generators = engine.generators().all();
+    let (store, mut embedder, generator_checks) = tokio::join!(
+        probe(engine.store().ready()),
+        probe(engine.embedder().ready()),
+        futures::future::join_all(generators.iter().map(|(_, g)| probe(g.ready()))),
+    );
+    checks.insert("vector_store".to_owned(), store);
     embedder.breaker = engine.embedder().breaker_status();
     checks.insert("embedder".to_owned(), embedder);
-    for (name, g) in engine.generators().all() {
-        let mut check = probe(g.ready()).await;
+    for ((name, g), mut check) in generators.iter().zip(generator_checks) {
         check.critical = false;
         check.breaker = g.breaker_status();
         let key = if name == "default" { "generator".to_owned() } else { format!("generator:{name}") };

@@ -19,10 +19,27 @@ pub async fn track(State(st): State<AppState>, req: Request, next: Next) -> Resp
     }
     .to_owned();
     let metrics = st.engine.metrics().clone();
-    metrics.http_in_flight.inc();
+    let in_flight = InFlight::new(metrics.clone());
     let t = Instant::now();
     let response = next.run(req).await;
-    metrics.http_in_flight.dec();
+    drop(in_flight);
     metrics.observe_http(&route, &method, response.status().as_u16(), t.elapsed().as_secs_f64());
     response
+}
+
+/// Counts a request in flight until dropped — also when the client goes away and the handler's
+/// future is dropped mid-way.
+struct InFlight(std::sync::Arc<ragd_core::metrics::Metrics>);
+
+impl InFlight {
+    fn new(m: std::sync::Arc<ragd_core::metrics::Metrics>) -> Self {
+        m.http_in_flight.inc();
+        InFlight(m)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.http_in_flight.dec();
+    }
 }

@@ -80,9 +80,12 @@ async fn generator(
             }
         }
     };
-    let generator: Arc<dyn Generator> =
-        Arc::new(ResilientGenerator::new(generator, name, &settings.resilience.generator, timeout, observer.clone()));
-    Ok(Some(GeneratorSlot { generator, timeout }))
+    let r = &settings.resilience.generator;
+    let generator: Arc<dyn Generator> = Arc::new(ResilientGenerator::new(generator, name, r, timeout, observer.clone()));
+    // The engine's own deadline leaves room for the wait for a slot, so the generator's timeout (which
+    // the breaker counts) fires first.
+    let deadline = timeout + Duration::from_millis(r.queue_timeout_ms) + Duration::from_secs(1);
+    Ok(Some(GeneratorSlot { generator, timeout: deadline }))
 }
 
 /// The default generator and the named ones of `generators.*`.
