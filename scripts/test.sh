@@ -19,8 +19,17 @@ echo "==> Python packages the tests drive: the official openai client, llama.cpp
 python3 -m pip install -q --disable-pip-version-check 'openai>=1.40' 'llama-cpp-python[server]==0.3.36' 2>&1 | grep -v "Running pip as the 'root' user" || true
 python3 -c "import openai, llama_cpp.server" || { echo "the Python packages above failed to install" >&2; exit 1; }
 
+# One build for everything: the tests' dev-dependencies change feature sets, so a separate
+# `cargo run` first would compile the heavy crates (qdrant-edge, llama.cpp) twice.
+echo "==> building ragd and its tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-run
+else
+  cargo build --workspace --tests
+fi
+
 echo "==> fetching the built-in models (idempotent)"
-cargo run --quiet --bin ragd -- models fetch
+"${CARGO_TARGET_DIR:-target}/debug/ragd" models fetch
 
 echo "==> running the tests"
 if cargo nextest --version >/dev/null 2>&1; then
