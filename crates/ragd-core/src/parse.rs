@@ -1278,6 +1278,17 @@ mod tests {
         assert!(msg.contains("XML"), "{msg}");
     }
 
+    /// Found by `fuzz/` (parse_pdf): pdf-extract panics (`deref`) on page 1 of this mutated fixture.
+    /// The panic must not escape `parse`, and the readable page must survive. (libFuzzer aborts on
+    /// any panic, even one ragd catches, so this input is kept here rather than in the fuzz corpus.)
+    #[test]
+    fn a_pdf_page_that_panics_pdf_extract_is_skipped_not_fatal() {
+        let bytes = fixture("fuzz-pdf-deref-panic.pdf");
+        let doc = parse(SourceKind::Pdf, &bytes).expect("the readable page is kept");
+        assert!(doc.text.contains("Bananas are yellow"), "{doc:?}");
+        assert_eq!(doc.pages.len(), 2);
+    }
+
     #[test]
     fn docx_parts_are_capped_against_zip_bombs() {
         let big = docx_xml(&"<w:p><w:r><w:t>aaaaaaaaaaaaaaaa</w:t></w:r></w:p>".repeat(100));
