@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::engine::{Engine, SearchRequest};
+use crate::engine::{Engine, SearchRequest, ms};
 use crate::error::{Error, Result};
 use crate::generate::{FinishReason, GenerationRequest, Generator, Turn};
 use crate::metrics::Stage;
@@ -838,9 +838,6 @@ fn append_citation(answer: &str, n: usize) -> String {
     }
 }
 
-fn ms(t: Instant) -> f64 {
-    (t.elapsed().as_secs_f64() * 1e6).round() / 1e3
-}
 
 #[cfg(test)]
 mod tests {

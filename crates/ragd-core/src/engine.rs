@@ -472,7 +472,8 @@ impl Engine {
     }
 }
 
-fn ms(t: Instant) -> f64 {
+/// Milliseconds since `t`, to the microsecond (the `timings` fields).
+pub(crate) fn ms(t: Instant) -> f64 {
     (t.elapsed().as_secs_f64() * 1e6).round() / 1e3
 }
 

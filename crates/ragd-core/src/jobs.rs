@@ -74,6 +74,14 @@ fn spawn_reaper(engine: Arc<Engine>) {
     });
 }
 
+/// Marks every document the job has not ingested yet as failed, with why.
+fn fail_pending(job: &mut JobRecord, why: &str) {
+    for d in job.documents.iter_mut().filter(|d| d.status == DocOutcome::Pending) {
+        d.status = DocOutcome::Failed;
+        d.error = Some(why.to_owned());
+    }
+}
+
 /// A sign of life from a running job (after each durable batch).
 fn heartbeat(engine: &Engine, job_id: &str) {
     if let Some(entry) = engine.active_jobs.lock().expect("active jobs").get_mut(job_id) {
@@ -99,10 +107,7 @@ async fn run_job(engine: &Engine, job_id: &str) -> Result<()> {
                 job.progress.done, job.progress.total
             ),
         });
-        for d in job.documents.iter_mut().filter(|d| d.status == DocOutcome::Pending) {
-            d.status = DocOutcome::Failed;
-            d.error = Some("not ingested: the job's attempts ran out".into());
-        }
+        fail_pending(&mut job, "not ingested: the job's attempts ran out");
         engine.catalog.update_job(&job).await?;
         engine.metrics.observe_job(true, 0.0);
         tracing::error!(job = %job.id, attempts = job.attempts, "job failed: attempts exhausted");
@@ -134,10 +139,7 @@ async fn run_job(engine: &Engine, job_id: &str) -> Result<()> {
                 other => other.to_string(),
             };
             job.error = Some(JobError { code: e.code().into(), message });
-            for d in job.documents.iter_mut().filter(|d| d.status == DocOutcome::Pending) {
-                d.status = DocOutcome::Failed;
-                d.error = Some("not ingested: the job failed".into());
-            }
+            fail_pending(&mut job, "not ingested: the job failed");
         }
     }
     engine.catalog.update_job(&job).await?;

@@ -176,12 +176,7 @@ impl HttpEmbedder {
         let resp = req.send().await.map_err(|e| self.transport_error(&e))?;
         let status = resp.status();
         if !status.is_success() {
-            let retry_after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+            let retry_after = crate::http_gen::retry_after(resp.headers());
             let text = resp.text().await.unwrap_or_default();
             let snippet: String = text.chars().take(300).collect();
             return Err(Error::Unavailable {

@@ -63,7 +63,7 @@ fn unavailable(message: impl Into<String>) -> Error {
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is rare from model servers and is ignored).
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::AppState;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody, public_message, retry_after_secs};
 use crate::extract::{ApiJson, ApiPath};
 
 /// Turns the engine's events into a stream that ends after `done` or `error`.
@@ -38,17 +38,9 @@ fn events(rx: mpsc::Receiver<AnswerEvent>) -> impl Stream<Item = AnswerEvent> + 
 
 fn error_json(e: &Error) -> Value {
     // The same body and codes as an HTTP error, so clients share one error path.
-    let message = match e {
-        Error::Internal(detail) => {
-            tracing::error!(error = %detail, "internal error during a streamed answer");
-            "internal error; the server log has the details".to_owned()
-        }
-        Error::Unavailable { dependency, .. } => format!("{dependency} is unavailable; retry later"),
-        other => other.to_string(),
-    };
-    let mut body = json!({"error": {"code": e.code(), "message": message}});
-    if let Error::Unavailable { retry_after, .. } = e {
-        body["error"]["retry_after_s"] = json!(retry_after.map(|d| d.as_secs().max(1)).unwrap_or(5));
+    let mut body = json!({"error": {"code": e.code(), "message": public_message(e)}});
+    if let Some(secs) = retry_after_secs(e) {
+        body["error"]["retry_after_s"] = json!(secs);
     }
     body
 }

@@ -48,24 +48,13 @@ impl IntoResponse for ApiError {
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let message = match &e {
-            Error::Internal(detail) => {
-                tracing::error!(error = %detail, "internal error");
-                "internal error; the server log has the details".to_owned()
-            }
-            Error::Unavailable { dependency, .. } => {
-                tracing::warn!(error = %e, "dependency unavailable");
-                format!("{dependency} is unavailable; retry later")
-            }
-            other => other.to_string(),
-        };
+        let message = public_message(&e);
         let mut response = error_response(status, e.code(), message);
         if let Error::TooLarge(_) = &e {
             // The rest of the body was not read: the connection cannot carry another request.
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if let Error::Unavailable { retry_after, .. } = &e {
-            let secs = retry_after.map(|d| d.as_secs().max(1)).unwrap_or(5);
+        if let Some(secs) = retry_after_secs(&e) {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
@@ -73,3 +62,27 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// What a client is told about an error (as a response or inside a stream). Logs it once, with its
+/// cause, when the cause must not reach the client.
+pub(crate) fn public_message(e: &Error) -> String {
+    match e {
+        Error::Internal(detail) => {
+            tracing::error!(error = %detail, "internal error");
+            "internal error; the server log has the details".to_owned()
+        }
+        Error::Unavailable { dependency, .. } => {
+            tracing::warn!(error = %e, "dependency unavailable");
+            format!("{dependency} is unavailable; retry later")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Seconds a client should wait before retrying, for errors that have such a wait.
+pub(crate) fn retry_after_secs(e: &Error) -> Option<u64> {
+    match e {
+        Error::Unavailable { retry_after, .. } => Some(retry_after.map(|d| d.as_secs().max(1)).unwrap_or(5)),
+        _ => None,
+    }
+}
