@@ -114,6 +114,8 @@ pub struct Engine {
     pub(crate) tokens: Arc<dyn TokenCounter>,
     pub(crate) generators: Generators,
     pub(crate) conversations: Conversations,
+    /// Query vectors by query text (`search.query_cache_entries`; `None` when 0).
+    query_cache: Option<Arc<dyn crate::cache::VectorCache>>,
     pub(crate) metrics: Arc<Metrics>,
     /// Jobs being worked on: last sign of progress and a handle to stop the task (the reaper's view).
     pub(crate) active_jobs: std::sync::Mutex<HashMap<String, (std::time::Instant, tokio::task::AbortHandle)>>,
@@ -131,9 +133,12 @@ impl Engine {
         let (finished, _) = broadcast::channel(1024);
         let a = &parts.settings.answer;
         let conversations = Conversations::new(a.conversation_turns, a.max_conversations, Duration::from_secs(a.conversation_ttl_secs));
+        let entries = parts.settings.search.query_cache_entries;
+        let query_cache = (entries > 0).then(|| Arc::new(crate::cache::LocalCache::new(entries)) as Arc<dyn crate::cache::VectorCache>);
         Arc::new(Engine {
             generators: parts.generators,
             conversations,
+            query_cache,
             metrics: parts.metrics,
             active_jobs: Default::default(),
             settings: parts.settings,
@@ -238,8 +243,9 @@ impl Engine {
         if let Some(g) = &req.generator {
             self.generators.validate_name(g)?;
         }
+        crate::auth::validate_tenant(tenant)?;
         let record = CollectionRecord {
-            name: req.name.clone(),
+            name: crate::auth::storage_name(tenant, &req.name),
             tenant: tenant.to_owned(),
             embedder: self.embedder.model_id().to_owned(),
             dimensions: self.embedder.dimensions(),
@@ -407,11 +413,10 @@ impl Engine {
             None
         } else {
             let t = Instant::now();
-            let result = self.embedder.embed(vec![query.to_owned()], EmbedKind::Query).await;
+            let result = self.embed_query(query, &mut degraded).await;
             timings.embed_ms = ms(t);
-            self.metrics.observe_stage(Stage::Embed, t.elapsed().as_secs_f64());
             match result {
-                Ok(mut v) => v.pop(),
+                Ok(v) => Some(v),
                 // Hybrid degrades to lexical when the embedder is down; dense has nothing to fall back to.
                 Err(e @ Error::Unavailable { .. }) if req.mode == SearchMode::Hybrid => {
                     tracing::warn!(error = %e, "embedder unavailable; lexical results only");
@@ -452,6 +457,35 @@ impl Engine {
         self.metrics.observe_stage(Stage::Search, t.elapsed().as_secs_f64());
         self.metrics.count_degraded(&degraded);
         Ok(SearchResponse { results, degraded, timings })
+    }
+
+    /// The query's vector: from the cache when it has it, else from the embedder (then cached). A
+    /// cache that fails is bypassed and the response says `cache`.
+    async fn embed_query(&self, query: &str, degraded: &mut Vec<String>) -> Result<Vec<f32>> {
+        if let Some(cache) = &self.query_cache {
+            match cache.get(query).await {
+                Ok(Some(v)) => {
+                    self.metrics.count_cache("query_embedding", "hit");
+                    return Ok(v);
+                }
+                Ok(None) => self.metrics.count_cache("query_embedding", "miss"),
+                Err(e) => {
+                    self.metrics.count_cache("query_embedding", "error");
+                    tracing::warn!(error = %e, "query cache unavailable; bypassing it");
+                    degraded.push("cache".to_owned());
+                }
+            }
+        }
+        let t = Instant::now();
+        let result = self.embedder.embed(vec![query.to_owned()], EmbedKind::Query).await;
+        self.metrics.observe_stage(Stage::Embed, t.elapsed().as_secs_f64());
+        let v = result?.pop().ok_or_else(|| Error::internal("the embedder returned no vector"))?;
+        if let Some(cache) = &self.query_cache {
+            if let Err(e) = cache.put(query, v.clone()).await {
+                tracing::warn!(error = %e, "could not store a query vector in the cache");
+            }
+        }
+        Ok(v)
     }
 
     pub(crate) fn check_embedder(&self, record: &CollectionRecord) -> Result<()> {

@@ -15,6 +15,13 @@ pub enum Error {
     /// The request conflicts with current state (`collection_exists`, `idempotency_key_reused`).
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// No credentials, or credentials that prove nothing (`missing_credentials`, `invalid_api_key`,
+    /// `token_expired`, ...).
+    #[error("{message}")]
+    Unauthorized { code: &'static str, message: String },
+    /// Authenticated, but the role does not allow it (`insufficient_role`).
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
     /// The uploaded media type is not one ragd can parse.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -48,6 +55,9 @@ impl Error {
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Error::Conflict { code, message: message.into() }
     }
+    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+        Error::Unauthorized { code, message: message.into() }
+    }
     pub fn internal(message: impl std::fmt::Display) -> Self {
         Error::Internal(message.to_string())
     }
@@ -58,7 +68,11 @@ impl Error {
     /// The stable, snake_case code clients branch on.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::InvalidInput { code, .. } | Error::NotFound { code, .. } | Error::Conflict { code, .. } => code,
+            Error::InvalidInput { code, .. }
+            | Error::NotFound { code, .. }
+            | Error::Conflict { code, .. }
+            | Error::Unauthorized { code, .. }
+            | Error::Forbidden { code, .. } => code,
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::Unparseable(_) => "unparseable_document",
             Error::TooLarge(_) => "payload_too_large",

@@ -3,7 +3,9 @@
 //! It knows neither HTTP nor Qdrant.
 
 pub mod answer;
+pub mod auth;
 pub mod breaker;
+pub mod cache;
 pub mod catalog;
 pub mod chunk;
 pub mod embed;
@@ -14,6 +16,7 @@ pub mod ids;
 pub mod jobs;
 pub mod metrics;
 pub mod parse;
+pub mod ratelimit;
 pub mod resilience;
 pub mod settings;
 pub mod store;

@@ -76,6 +76,9 @@ pub struct Metrics {
     breaker_state: Family<Labels, Gauge>,
     breaker_transitions: Family<Labels, Counter>,
     breaker_rejections: Family<Labels, Counter>,
+    ratelimit: Family<Labels, Counter>,
+    shed: Family<Labels, Counter>,
+    cache: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -96,6 +99,9 @@ impl Metrics {
         let breaker_state = Family::<Labels, Gauge>::default();
         let breaker_transitions = Family::<Labels, Counter>::default();
         let breaker_rejections = Family::<Labels, Counter>::default();
+        let ratelimit = Family::<Labels, Counter>::default();
+        let shed = Family::<Labels, Counter>::default();
+        let cache = Family::<Labels, Counter>::default();
         build_info.get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())]).set(1);
 
         registry.register("http_requests", "HTTP requests by route template, method and status class", http_requests.clone());
@@ -113,6 +119,9 @@ impl Metrics {
         registry.register("breaker_state", "Circuit breaker state per dependency: 0 closed, 1 open, 2 half-open", breaker_state.clone());
         registry.register("breaker_transitions", "Circuit breaker transitions per dependency, by the state entered", breaker_transitions.clone());
         registry.register("breaker_rejections", "Calls refused by an open (or full half-open) circuit breaker", breaker_rejections.clone());
+        registry.register("ratelimit_decisions", "Rate-limit decisions by route class (query, ingest, admin) and decision (allowed, limited)", ratelimit.clone());
+        registry.register("cache_requests", "Cache lookups by cache (query_embedding) and result (hit, miss, error)", cache.clone());
+        registry.register("requests_shed", "Requests refused at the edge before any work, by reason (overloaded, timeout)", shed.clone());
 
         let m = Metrics {
             registry,
@@ -130,10 +139,21 @@ impl Metrics {
             breaker_state,
             breaker_transitions,
             breaker_rejections,
+            ratelimit,
+            shed,
+            cache,
         };
         // Series that exist from the start, so dashboards and rates see zeros rather than gaps.
         for s in Stage::ALL {
             let _ = m.stage.get_or_create(&vec![("stage", s.as_str().to_owned())]);
+        }
+        for result in ["hit", "miss"] {
+            let _ = m.cache.get_or_create(&vec![("cache", "query_embedding".to_owned()), ("result", result.to_owned())]);
+        }
+        for class in ["query", "ingest", "admin"] {
+            for decision in ["allowed", "limited"] {
+                let _ = m.ratelimit.get_or_create(&vec![("route_class", class.to_owned()), ("decision", decision.to_owned())]);
+            }
         }
         for d in ["embedder", "generator"] {
             let _ = m.degraded.get_or_create(&vec![("dependency", d.to_owned())]);
@@ -157,6 +177,22 @@ impl Metrics {
         let labels = vec![("route", route.to_owned()), ("method", method.to_owned()), ("status", class.to_owned())];
         self.http_requests.get_or_create(&labels).inc();
         self.http_duration.get_or_create(&labels).observe(seconds);
+    }
+
+    /// One rate-limit decision; `route_class` is one of the fixed classes.
+    pub fn count_ratelimit(&self, route_class: &'static str, allowed: bool) {
+        let decision = if allowed { "allowed" } else { "limited" };
+        self.ratelimit.get_or_create(&vec![("route_class", route_class.to_owned()), ("decision", decision.to_owned())]).inc();
+    }
+
+    /// One cache lookup: `result` is `hit`, `miss` or `error`.
+    pub fn count_cache(&self, cache: &'static str, result: &'static str) {
+        self.cache.get_or_create(&vec![("cache", cache.to_owned()), ("result", result.to_owned())]).inc();
+    }
+
+    /// A request refused before any work (`overloaded`, `timeout`).
+    pub fn count_shed(&self, reason: &'static str) {
+        self.shed.get_or_create(&vec![("reason", reason.to_owned())]).inc();
     }
 
     pub fn observe_job(&self, failed: bool, seconds: f64) {

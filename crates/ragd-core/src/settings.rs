@@ -26,6 +26,10 @@ pub struct Settings {
     /// The model cache filled by `ragd models fetch`.
     pub models_dir: PathBuf,
     pub auth: AuthSettings,
+    pub rate_limit: RateLimitSettings,
+    pub limits: LimitsSettings,
+    pub cors: CorsSettings,
+    pub tls: TlsSettings,
     pub embedder: ProviderSettings<EmbedderKind>,
     pub generator: ProviderSettings<GeneratorKind>,
     /// More generators, by name, that a collection can pick with its `generator` field.
@@ -47,6 +51,188 @@ pub struct Settings {
 pub struct AuthSettings {
     /// `true` requires a key, JWT or service token on `/api` and `/v1`.
     pub enabled: bool,
+    /// Bearer JWTs from an identity provider (off unless configured).
+    pub jwt: Option<JwtSettings>,
+}
+
+/// JWT bearer tokens: algorithms pinned per key, `exp` always required, `iss`/`aud` when set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtSettings {
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud` (one of the token's audiences), when set.
+    pub audience: Option<String>,
+    /// Keys given here (shared secrets for HS256, PEM public keys for RS256/ES256).
+    pub keys: Vec<JwtKeySettings>,
+    /// A JWKS endpoint of the identity provider.
+    pub jwks_url: Option<String>,
+    /// The algorithms JWKS keys may sign with (a key's own `alg`, if any, must be one of them).
+    pub jwks_algorithms: Vec<JwtAlgorithm>,
+    /// How long fetched keys are used before they are fetched again.
+    pub jwks_cache_secs: u64,
+    /// After a fetch, an unknown `kid` waits this long before it may cause another.
+    pub jwks_cooldown_ms: u64,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway_secs: u64,
+    /// Claim holding the tenant; `default_tenant` applies when it is absent.
+    pub tenant_claim: String,
+    pub default_tenant: Option<String>,
+    /// Claim holding the role (a string or a list of strings), mapped through `role_map` when given.
+    pub role_claim: String,
+    pub role_map: BTreeMap<String, crate::auth::Role>,
+    pub default_role: Option<crate::auth::Role>,
+    /// Claim holding the collections the token may use (absent: all of the tenant's).
+    pub collections_claim: String,
+}
+
+impl Default for JwtSettings {
+    fn default() -> Self {
+        JwtSettings {
+            issuer: None,
+            audience: None,
+            keys: Vec::new(),
+            jwks_url: None,
+            jwks_algorithms: vec![JwtAlgorithm::RS256],
+            jwks_cache_secs: 300,
+            jwks_cooldown_ms: 30_000,
+            leeway_secs: 5,
+            tenant_claim: "tenant".into(),
+            default_tenant: None,
+            role_claim: "role".into(),
+            role_map: BTreeMap::new(),
+            default_role: None,
+            collections_claim: "collections".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtKeySettings {
+    /// Matched against the token's `kid`; a key without one is tried for tokens without a `kid`.
+    pub kid: Option<String>,
+    pub algorithm: JwtAlgorithm,
+    /// HS256 shared secret.
+    pub secret: Option<Secret>,
+    /// RS256/ES256 public key, PEM text or a file.
+    pub public_key_pem: Option<String>,
+    pub public_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub enum JwtAlgorithm {
+    #[default]
+    HS256,
+    RS256,
+    ES256,
+}
+
+/// Requests per period for one route class, per principal.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaSettings {
+    pub requests: u32,
+    pub period_secs: u64,
+    /// Most requests at once (default: `requests`).
+    pub burst: Option<u32>,
+}
+
+impl Default for QuotaSettings {
+    fn default() -> Self {
+        QuotaSettings { requests: 100, period_secs: 60, burst: None }
+    }
+}
+
+impl QuotaSettings {
+    pub fn quota(&self) -> crate::ratelimit::Quota {
+        crate::ratelimit::Quota {
+            requests: self.requests,
+            period: std::time::Duration::from_secs(self.period_secs),
+            burst: self.burst.unwrap_or(self.requests),
+        }
+    }
+}
+
+/// Per-principal limits by route class (the seed's default: 100 per minute per key). They apply to
+/// authenticated callers; with authentication off there is one local user and no limit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    /// search, query, chat completions, and reading collections, documents and jobs.
+    pub query: QuotaSettings,
+    /// adding and deleting documents.
+    pub ingest: QuotaSettings,
+    /// collections, keys, status.
+    pub admin: QuotaSettings,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings { enabled: true, query: QuotaSettings::default(), ingest: QuotaSettings::default(), admin: QuotaSettings::default() }
+    }
+}
+
+/// Request limits at the edge.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSettings {
+    /// Largest JSON body on every route but uploads (those take `ingest.max_upload_bytes`).
+    pub json_body_bytes: u64,
+    /// Searches and questions running at once; more are shed with 503 and `Retry-After`.
+    pub max_concurrent_queries: usize,
+    /// Longest a request may take before its response starts, by route class (a streamed answer
+    /// is bounded by the generator's own timeout once it starts).
+    pub query_timeout_ms: u64,
+    pub ingest_timeout_ms: u64,
+    pub admin_timeout_ms: u64,
+}
+
+impl Default for LimitsSettings {
+    fn default() -> Self {
+        LimitsSettings {
+            json_body_bytes: 1 << 20,
+            max_concurrent_queries: 64,
+            query_timeout_ms: 120_000,
+            // `wait=true` uploads may be held up to 10 minutes.
+            ingest_timeout_ms: 660_000,
+            admin_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// Cross-origin requests from browsers: none unless origins are listed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsSettings {
+    /// Exact origins such as `https://app.example.com`, or `*` (then never with credentials).
+    pub allowed_origins: Vec<String>,
+    pub allow_credentials: bool,
+    pub max_age_secs: u64,
+}
+
+impl Default for CorsSettings {
+    fn default() -> Self {
+        CorsSettings { allowed_origins: Vec::new(), allow_credentials: false, max_age_secs: 600 }
+    }
+}
+
+/// HTTPS on the API listener: with both files set, ragd speaks TLS itself (HTTP/1.1 and HTTP/2) and
+/// reloads the files when they change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// How often the files are checked for a renewal.
+    pub reload_check_ms: u64,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings { cert_file: None, key_file: None, reload_check_ms: 10_000 }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -146,11 +332,13 @@ pub struct SearchSettings {
     pub lexical_weight: f32,
     /// Deadline of one vector-store search: past it the answer is 503 with Retry-After, never a hang.
     pub timeout_ms: u64,
+    /// Query vectors kept in memory so a repeated query skips the embedder (0 turns it off).
+    pub query_cache_entries: usize,
 }
 
 impl Default for SearchSettings {
     fn default() -> Self {
-        SearchSettings { default_top_k: 10, max_top_k: 100, candidates: 100, rrf_k: 60, dense_weight: 1.0, lexical_weight: 1.5, timeout_ms: 5_000 }
+        SearchSettings { default_top_k: 10, max_top_k: 100, candidates: 100, rrf_k: 60, dense_weight: 1.0, lexical_weight: 1.5, timeout_ms: 5_000, query_cache_entries: 10_000 }
     }
 }
 
@@ -265,6 +453,10 @@ impl Default for Settings {
             data_dir: PathBuf::from(".ragd/data"),
             models_dir: PathBuf::from(".ragd/models"),
             auth: AuthSettings::default(),
+            rate_limit: RateLimitSettings::default(),
+            limits: LimitsSettings::default(),
+            cors: CorsSettings::default(),
+            tls: TlsSettings::default(),
             embedder: ProviderSettings::default(),
             generator: ProviderSettings { timeout_ms: 60_000, ..ProviderSettings::default() },
             generators: BTreeMap::new(),
@@ -336,6 +528,68 @@ impl Settings {
         if problems.is_empty() { Ok(settings) } else { Err(problems) }
     }
 
+    /// Problems in the gateway settings: auth, JWT, limits, CORS, TLS.
+    fn edge_problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if let Some(jwt) = &self.auth.jwt {
+            if jwt.keys.is_empty() && jwt.jwks_url.is_none() {
+                p.push("auth.jwt: give `keys` or a `jwks_url`".into());
+            }
+            for (i, k) in jwt.keys.iter().enumerate() {
+                let has_public = k.public_key_pem.is_some() || k.public_key_file.is_some();
+                match k.algorithm {
+                    JwtAlgorithm::HS256 if k.secret.is_none() || has_public => {
+                        p.push(format!("auth.jwt.keys[{i}]: HS256 takes a `secret` and no public key"));
+                    }
+                    JwtAlgorithm::HS256 if k.secret.as_ref().is_some_and(|s| s.expose().len() < 32) => {
+                        p.push(format!("auth.jwt.keys[{i}]: an HS256 secret must be at least 32 bytes"));
+                    }
+                    JwtAlgorithm::RS256 | JwtAlgorithm::ES256 if k.secret.is_some() || !has_public => {
+                        p.push(format!("auth.jwt.keys[{i}]: {:?} takes `public_key_pem` or `public_key_file` and no secret", k.algorithm));
+                    }
+                    _ => {}
+                }
+            }
+            if jwt.jwks_url.is_some() && jwt.jwks_algorithms.iter().any(|a| *a == JwtAlgorithm::HS256) {
+                p.push("auth.jwt.jwks_algorithms: JWKS keys are public keys; HS256 is not allowed".into());
+            }
+            if jwt.default_role.is_none() && jwt.role_claim.is_empty() {
+                p.push("auth.jwt: set `role_claim` or `default_role`".into());
+            }
+            if let Some(t) = &jwt.default_tenant {
+                if crate::auth::validate_tenant(t).is_err() {
+                    p.push(format!("auth.jwt.default_tenant: `{t}` is not a valid tenant"));
+                }
+            }
+        }
+        for (class, q) in [("query", &self.rate_limit.query), ("ingest", &self.rate_limit.ingest), ("admin", &self.rate_limit.admin)] {
+            if q.requests == 0 || q.period_secs == 0 || q.burst == Some(0) {
+                p.push(format!("rate_limit.{class}: requests, period_secs and burst must be at least 1"));
+            }
+        }
+        let l = &self.limits;
+        if l.json_body_bytes < 1024 || l.max_concurrent_queries == 0 || l.query_timeout_ms == 0 || l.ingest_timeout_ms == 0 || l.admin_timeout_ms == 0 {
+            p.push("limits: json_body_bytes must be at least 1024, the others at least 1".into());
+        }
+        let any_origin = self.cors.allowed_origins.iter().any(|o| o == "*");
+        if any_origin && self.cors.allow_credentials {
+            p.push("cors: allow_credentials needs explicit origins, not `*`".into());
+        }
+        for o in self.cors.allowed_origins.iter().filter(|o| *o != "*") {
+            let ok = (o.starts_with("http://") || o.starts_with("https://")) && !o.ends_with('/') && !o[8..].contains('/');
+            if !ok {
+                p.push(format!("cors.allowed_origins: `{o}` is not an origin like https://app.example.com"));
+            }
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            p.push("tls: set both cert_file and key_file, or neither".into());
+        }
+        if self.tls.reload_check_ms == 0 {
+            p.push("tls.reload_check_ms must be at least 1".into());
+        }
+        p
+    }
+
     /// Everything wrong with these settings, each as a sentence naming the key.
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
@@ -347,6 +601,7 @@ impl Settings {
                 p.push(format!("admin_listen: `{a}` is not an address like 127.0.0.1:9090"));
             }
         }
+        p.extend(self.edge_problems());
         if let Err(e) = self.chunking.validate() {
             p.push(format!("chunking: {e}"));
         }

@@ -20,6 +20,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use axum::Extension;
+use ragd_core::auth::{Principal, Role, public_name};
+
+use crate::routes::visible;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody, public_message, retry_after_secs};
 use crate::extract::{ApiJson, ApiPath};
@@ -49,7 +53,13 @@ fn error_json(e: &Error) -> Value {
     responses(
         (status = 200, body = QueryResponse, description = "the answer; with `stream: true`, `text/event-stream` with events `retrieval`, `token`, `done`, `error`"),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn query(State(st): State<AppState>, ApiPath(name): ApiPath<String>, ApiJson(req): ApiJson<QueryRequest>) -> ApiResult<Response> {
+pub async fn query(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(req): ApiJson<QueryRequest>,
+) -> ApiResult<Response> {
+    let name = visible(&st, &p, &name, Role::Read).await?.name;
     let stream = req.stream;
     let rx = st.engine.query(&name, req).await?;
     if !stream {
@@ -179,8 +189,13 @@ fn usage_json(r: &QueryResponse) -> Value {
 #[utoipa::path(post, path = "/v1/chat/completions", request_body = ChatCompletionRequest, tag = "openai",
     responses((status = 200, description = "OpenAI `chat.completion` (or `chat.completion.chunk` events) with extra `citations` and `degraded` fields"),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn chat_completions(State(st): State<AppState>, ApiJson(req): ApiJson<ChatCompletionRequest>) -> ApiResult<Response> {
-    let collection = collection_of(&req.model)?.to_owned();
+pub async fn chat_completions(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    ApiJson(req): ApiJson<ChatCompletionRequest>,
+) -> ApiResult<Response> {
+    let collection = collection_of(&req.model)?;
+    let collection = visible(&st, &p, collection, Role::Read).await?.name;
     let (question, history) = split_conversation(&req.messages)?;
     let query = QueryRequest { question, ..QueryRequest::default() };
     let rx = st.engine.query_with_history(&collection, query, Some(history)).await?;
@@ -242,13 +257,15 @@ pub async fn chat_completions(State(st): State<AppState>, ApiJson(req): ApiJson<
 }
 
 #[utoipa::path(get, path = "/v1/models", tag = "openai", responses((status = 200, description = "OpenAI model list: one `ragd:<collection>` per collection")))]
-pub async fn list_models(State(st): State<AppState>) -> ApiResult<Response> {
+pub async fn list_models(State(st): State<AppState>, Extension(p): Extension<Principal>) -> ApiResult<Response> {
+    p.require(Role::Read)?;
     let data: Vec<Value> = st
         .engine
         .list_collections()
         .await?
         .into_iter()
-        .map(|c| json!({"id": format!("ragd:{}", c.name), "object": "model", "created": 0, "owned_by": "ragd"}))
+        .filter(|c| c.tenant == p.tenant && p.allows(public_name(&c.tenant, &c.name)))
+        .map(|c| json!({"id": format!("ragd:{}", public_name(&c.tenant, &c.name)), "object": "model", "created": 0, "owned_by": "ragd"}))
         .collect();
     Ok((StatusCode::OK, axum::Json(json!({"object": "list", "data": data}))).into_response())
 }

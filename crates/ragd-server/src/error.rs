@@ -41,6 +41,8 @@ impl IntoResponse for ApiError {
         let status = match &e {
             Error::InvalidInput { .. } => StatusCode::BAD_REQUEST,
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
+            Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Unparseable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -53,6 +55,9 @@ impl IntoResponse for ApiError {
         if let Error::TooLarge(_) = &e {
             // The rest of the body was not read: the connection cannot carry another request.
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let Error::Unauthorized { .. } = &e {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"ragd\""));
         }
         if let Some(secs) = retry_after_secs(&e) {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -77,7 +77,10 @@ pub async fn ready(State(st): State<AppState>) -> Response {
 
 /// `GET /api/v1/status` (admin): version, uptime, readiness with every check, the circuit breakers,
 /// unfinished jobs.
-pub async fn status(State(st): State<AppState>) -> Response {
+pub async fn status(State(st): State<AppState>, axum::Extension(p): axum::Extension<ragd_core::auth::Principal>) -> Response {
+    if let Err(e) = p.require(ragd_core::auth::Role::Admin) {
+        return crate::error::ApiError(e).into_response();
+    }
     let (ready, readiness) = readiness(&st.engine).await;
     let breakers: BTreeMap<String, ragd_core::breaker::BreakerStatus> = st.engine.breakers().into_iter().collect();
     let unfinished = st.engine.unfinished_jobs().await.unwrap_or_default();
@@ -89,6 +92,7 @@ pub async fn status(State(st): State<AppState>) -> Response {
         "readiness": readiness,
         "breakers": breakers,
         "jobs": {"queued": count("queued"), "running": count("running")},
+        "auth": {"enabled": st.gateway.auth_enabled()},
     }))
     .into_response()
 }

@@ -4,10 +4,14 @@
 mod answers;
 mod error;
 mod extract;
+pub mod gateway;
 mod health;
+mod jwt;
+mod keys;
 mod metrics;
 mod openapi;
 mod routes;
+mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,24 +29,32 @@ use tower_http::trace::TraceLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 pub use error::{ApiError, ErrorBody, error_response};
+pub use gateway::Gateway;
 pub use openapi::openapi_json;
+pub use tls::{TlsFiles, check as check_tls};
 
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
+    pub gateway: Arc<Gateway>,
     pub started: std::time::Instant,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole HTTP application.
-pub fn router(engine: Arc<Engine>) -> Router {
+pub fn router(engine: Arc<Engine>, gateway: Arc<Gateway>) -> Router {
     // Multipart bodies are bounded by this layer; JSON bodies by the handler (same limit), and an
-    // announced Content-Length over it is refused before reading.
+    // announced Content-Length over it is refused before reading (gateway.rs).
     let upload_limit = usize::try_from(engine.settings().ingest.max_upload_bytes).unwrap_or(usize::MAX);
-    let state = AppState { engine, started: std::time::Instant::now() };
+    let json_limit = usize::try_from(engine.settings().limits.json_body_bytes).unwrap_or(usize::MAX);
+    let cors = gateway::cors(&engine.settings().cors);
+    let tls = engine.settings().tls.cert_file.is_some();
+    let state = AppState { engine, gateway, started: std::time::Instant::now() };
     let api = Router::new()
         .route("/status", get(health::status))
+        .route("/keys", post(keys::create).get(keys::list))
+        .route("/keys/{id}", axum::routing::delete(keys::revoke))
         .route("/collections", post(routes::create_collection).get(routes::list_collections))
         .route("/collections/{name}", get(routes::get_collection).delete(routes::delete_collection))
         .route(
@@ -67,28 +79,49 @@ pub fn router(engine: Arc<Engine>) -> Router {
     } else {
         router
     };
-    edge(router.fallback(routes::not_found).method_not_allowed_fallback(routes::method_not_allowed), state)
+    let router = router
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .route_layer(middleware::from_fn_with_state(state.clone(), gateway::gate))
+        .layer(DefaultBodyLimit::max(json_limit));
+    let app = edge(router, state, tls);
+    match cors {
+        // CORS sits just inside the request id (outside the panic guard and the security headers it
+        // does not need), so a preflight is answered before authentication.
+        Some(cors) => outer(app.layer(cors)),
+        None => outer(app),
+    }
 }
 
 /// The admin application: `/metrics` and the health routes, for the admin listener.
-pub fn admin_router(engine: Arc<Engine>) -> Router {
-    let state = AppState { engine, started: std::time::Instant::now() };
+pub fn admin_router(engine: Arc<Engine>, gateway: Arc<Gateway>) -> Router {
+    let state = AppState { engine, gateway, started: std::time::Instant::now() };
     let router = Router::new()
         .route("/metrics", get(health::metrics))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .fallback(routes::not_found);
-    edge(router, state)
+    outer(edge(router, state, false))
 }
 
-/// What every request goes through, outermost first: request id → trace span (the id is on every
-/// log line of the request) → panic guard → metrics (matched routes only, by their template).
-fn edge(router: Router<AppState>, state: AppState) -> Router {
+/// Inside the routing, outermost first: security headers → panic guard → metrics (matched routes
+/// only, by their template; so a 401 or 429 from the gate is counted) → the gate (body limit →
+/// authentication → rate limit → shedding → timeout, `gateway.rs`) → handler.
+fn edge(router: Router<AppState>, state: AppState, tls: bool) -> Router {
     router
         .route_layer(middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(
+        .layer(middleware::map_response(move |mut r: Response| async move {
+            gateway::secure(&mut r, tls);
+            r
+        }))
+}
+
+/// The outermost layers: request id (generated or accepted, and returned) → trace span, so the id is
+/// on every log line of the request.
+fn outer(app: Router) -> Router {
+    app.layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &axum::http::Request<axum::body::Body>| {
                     let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
@@ -107,17 +140,19 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error; the server log has the details").into_response()
 }
 
-/// Serves the API on `listener` (and the admin routes on `admin`, when given) until `shutdown`
-/// resolves, then drains in-flight requests.
+/// Serves the API on `listener` (HTTPS when `tls` is given; and the admin routes on `admin`, when
+/// given) until `shutdown` resolves, then drains in-flight requests.
 pub async fn serve(
     listener: TcpListener,
     admin: Option<TcpListener>,
     engine: Arc<Engine>,
+    gateway: Arc<Gateway>,
+    tls: Option<TlsFiles>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin_task = admin.map(|l| {
-        let app = admin_router(engine.clone());
+        let app = admin_router(engine.clone(), gateway.clone());
         let mut rx = stop_rx.clone();
         tokio::spawn(async move {
             axum::serve(l, app)
@@ -127,12 +162,15 @@ pub async fn serve(
                 .await
         })
     });
-    let result = axum::serve(listener, router(engine))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        })
-        .await;
+    let app = router(engine, gateway);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    let result = match tls {
+        Some(files) => tls::serve(listener, app, files, shutdown).await,
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+    };
     if let Some(t) = admin_task {
         let _ = t.await;
     }

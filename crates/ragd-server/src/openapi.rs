@@ -3,18 +3,19 @@
 use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
 
-use crate::{answers, routes};
+use crate::{answers, keys, routes};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "ragd", description = "Retrieval-augmented generation in one binary. Errors are `{\"error\": {\"code\", \"message\"}}`."),
+    info(title = "ragd", description = "Retrieval-augmented generation in one binary. Errors are `{\"error\": {\"code\", \"message\"}}`. With authentication on, every /api/v1 and /v1 route but this document needs `Authorization: Bearer <API key or JWT>` or `X-Service-Token`; limited routes answer with `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`."),
     paths(
         routes::create_collection, routes::list_collections, routes::get_collection, routes::delete_collection,
         routes::add_documents, routes::list_documents, routes::get_document, routes::delete_document,
         routes::get_job, routes::search, answers::query, answers::chat_completions, answers::list_models,
+        keys::create, keys::list, keys::revoke,
     ),
     components(schemas(ragd_core::answer::Citation, ragd_core::types::CollectionRecord, ragd_core::types::ChunkHit, ragd_core::types::SearchFilter)),
-    tags((name = "collections"), (name = "documents"), (name = "jobs"), (name = "search"), (name = "answers"), (name = "openai"))
+    tags((name = "collections"), (name = "documents"), (name = "jobs"), (name = "search"), (name = "answers"), (name = "openai"), (name = "keys"))
 )]
 struct ApiDoc;
 

@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ragd_core::engine::{CollectionInfo, DocumentBody, NewCollection, NewDocument, SearchRequest, SearchResponse};
-use ragd_core::types::{DocumentRecord, JobRecord, Metadata};
+use ragd_core::auth::{Principal, Role, public_name};
+use ragd_core::types::{CollectionRecord, DocumentRecord, JobRecord, Metadata};
 use ragd_core::Error;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -16,10 +18,33 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody, error_response};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 
-/// The tenant of every collection while authentication (and with it tenancy) is off.
-const DEFAULT_TENANT: &str = "default";
 /// Longest a `wait=true` upload is held before it answers 202 with the job as it stands.
 const MAX_WAIT: Duration = Duration::from_secs(600);
+
+/// The stored name of a collection the principal may use with `role`: another tenant's collection,
+/// or one outside the principal's scope, is as absent as one that does not exist (404).
+pub(crate) async fn visible(st: &AppState, p: &Principal, name: &str, role: Role) -> Result<CollectionRecord, ApiError> {
+    p.require(role)?;
+    if !p.allows(name) {
+        return Err(Error::collection_not_found(name).into());
+    }
+    match st.engine.collection(&p.storage_name(name)).await {
+        Ok(c) => Ok(c),
+        Err(Error::NotFound { .. }) => Err(Error::collection_not_found(name).into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A collection as its tenant knows it (the stored name has the tenant in front).
+pub(crate) fn public_info(mut info: CollectionInfo) -> CollectionInfo {
+    info.record.name = public_name(&info.record.tenant, &info.record.name).to_owned();
+    info
+}
+
+fn public_job(mut job: JobRecord, p: &Principal) -> JobRecord {
+    job.collection = public_name(&p.tenant, &job.collection).to_owned();
+    job
+}
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct CollectionList {
@@ -28,8 +53,12 @@ pub struct CollectionList {
 
 #[utoipa::path(post, path = "/api/v1/collections", request_body = NewCollection, tag = "collections",
     responses((status = 201, body = CollectionInfo), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn create_collection(State(st): State<AppState>, ApiJson(req): ApiJson<NewCollection>) -> ApiResult<Response> {
-    let info = st.engine.create_collection(req, DEFAULT_TENANT).await?;
+pub async fn create_collection(State(st): State<AppState>, Extension(p): Extension<Principal>, ApiJson(req): ApiJson<NewCollection>) -> ApiResult<Response> {
+    p.require(Role::Admin)?;
+    if !p.allows(&req.name) {
+        return Err(Error::Forbidden { code: "collection_not_allowed", message: format!("this caller may not use a collection named `{}`", req.name) }.into());
+    }
+    let info = public_info(st.engine.create_collection(req, &p.tenant).await?);
     let location = format!("/api/v1/collections/{}", info.record.name);
     let mut response = (StatusCode::CREATED, axum::Json(info)).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
@@ -39,24 +68,29 @@ pub async fn create_collection(State(st): State<AppState>, ApiJson(req): ApiJson
 }
 
 #[utoipa::path(get, path = "/api/v1/collections", tag = "collections", responses((status = 200, body = CollectionList)))]
-pub async fn list_collections(State(st): State<AppState>) -> ApiResult<axum::Json<CollectionList>> {
+pub async fn list_collections(State(st): State<AppState>, Extension(p): Extension<Principal>) -> ApiResult<axum::Json<CollectionList>> {
+    p.require(Role::Read)?;
     let mut collections = Vec::new();
     for c in st.engine.list_collections().await? {
-        collections.push(st.engine.collection_info(&c.name).await?);
+        if c.tenant == p.tenant && p.allows(public_name(&c.tenant, &c.name)) {
+            collections.push(public_info(st.engine.collection_info(&c.name).await?));
+        }
     }
     Ok(axum::Json(CollectionList { collections }))
 }
 
 #[utoipa::path(get, path = "/api/v1/collections/{name}", tag = "collections",
     responses((status = 200, body = CollectionInfo), (status = 404, body = ErrorBody)))]
-pub async fn get_collection(State(st): State<AppState>, ApiPath(name): ApiPath<String>) -> ApiResult<axum::Json<CollectionInfo>> {
-    Ok(axum::Json(st.engine.collection_info(&name).await?))
+pub async fn get_collection(State(st): State<AppState>, Extension(p): Extension<Principal>, ApiPath(name): ApiPath<String>) -> ApiResult<axum::Json<CollectionInfo>> {
+    let c = visible(&st, &p, &name, Role::Read).await?;
+    Ok(axum::Json(public_info(st.engine.collection_info(&c.name).await?)))
 }
 
 #[utoipa::path(delete, path = "/api/v1/collections/{name}", tag = "collections",
     responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn delete_collection(State(st): State<AppState>, ApiPath(name): ApiPath<String>) -> ApiResult<StatusCode> {
-    st.engine.delete_collection(&name).await?;
+pub async fn delete_collection(State(st): State<AppState>, Extension(p): Extension<Principal>, ApiPath(name): ApiPath<String>) -> ApiResult<StatusCode> {
+    let c = visible(&st, &p, &name, Role::Admin).await?;
+    st.engine.delete_collection(&c.name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -111,6 +145,7 @@ pub struct AcceptedDocument {
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn add_documents(
     State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
     ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<AddQuery>,
     headers: HeaderMap,
@@ -125,7 +160,7 @@ pub async fn add_documents(
     }
     let key = idempotency_key(&headers)?;
     // Fail fast on an unknown collection, before reading the body.
-    st.engine.collection(&name).await?;
+    let name = visible(&st, &p, &name, Role::Write).await?.name;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let docs = if content_type.starts_with("application/json") {
         json_documents(req, limit).await?
@@ -139,7 +174,7 @@ pub async fn add_documents(
         let timeout = q.timeout_ms.map(Duration::from_millis).unwrap_or(MAX_WAIT).min(MAX_WAIT);
         let job = st.engine.wait_job(&job.id, timeout).await?;
         if job.status.is_finished() {
-            return Ok((StatusCode::OK, axum::Json(job)).into_response());
+            return Ok((StatusCode::OK, axum::Json(public_job(job, &p))).into_response());
         }
         return Ok(accepted(&job));
     }
@@ -255,9 +290,11 @@ pub struct DocumentList {
     responses((status = 200, body = DocumentList), (status = 404, body = ErrorBody)))]
 pub async fn list_documents(
     State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
     ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<axum::Json<DocumentList>> {
+    let name = visible(&st, &p, &name, Role::Read).await?.name;
     let (documents, next_cursor) = st.engine.list_documents(&name, q.cursor.as_deref(), q.limit.unwrap_or(100)).await?;
     Ok(axum::Json(DocumentList { documents, next_cursor }))
 }
@@ -272,7 +309,12 @@ pub struct DocumentView {
 
 #[utoipa::path(get, path = "/api/v1/collections/{name}/documents/{id}", tag = "documents",
     responses((status = 200, body = DocumentView), (status = 404, body = ErrorBody)))]
-pub async fn get_document(State(st): State<AppState>, ApiPath((name, id)): ApiPath<(String, String)>) -> ApiResult<axum::Json<DocumentView>> {
+pub async fn get_document(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    ApiPath((name, id)): ApiPath<(String, String)>,
+) -> ApiResult<axum::Json<DocumentView>> {
+    let name = visible(&st, &p, &name, Role::Read).await?.name;
     let document = st.engine.document(&name, &id).await?;
     let indexed_chunks = st.engine.store().count(&name, Some(&id)).await?;
     Ok(axum::Json(DocumentView { document, indexed_chunks }))
@@ -280,23 +322,38 @@ pub async fn get_document(State(st): State<AppState>, ApiPath((name, id)): ApiPa
 
 #[utoipa::path(delete, path = "/api/v1/collections/{name}/documents/{id}", tag = "documents",
     responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn delete_document(State(st): State<AppState>, ApiPath((name, id)): ApiPath<(String, String)>) -> ApiResult<StatusCode> {
+pub async fn delete_document(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    ApiPath((name, id)): ApiPath<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let name = visible(&st, &p, &name, Role::Write).await?.name;
     st.engine.delete_document(&name, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", responses((status = 200, body = JobRecord), (status = 404, body = ErrorBody)))]
-pub async fn get_job(State(st): State<AppState>, ApiPath(id): ApiPath<String>) -> ApiResult<axum::Json<JobRecord>> {
-    Ok(axum::Json(st.engine.job(&id).await?))
+pub async fn get_job(State(st): State<AppState>, Extension(p): Extension<Principal>, ApiPath(id): ApiPath<String>) -> ApiResult<axum::Json<JobRecord>> {
+    p.require(Role::Read)?;
+    let job = st.engine.job(&id).await?;
+    // A job is visible to whoever may read its collection; to anyone else it does not exist.
+    let owner = st.engine.collection(&job.collection).await.ok();
+    let visible = owner.is_some_and(|c| c.tenant == p.tenant && p.allows(public_name(&c.tenant, &c.name)));
+    if !visible {
+        return Err(Error::job_not_found(&id).into());
+    }
+    Ok(axum::Json(public_job(job, &p)))
 }
 
 #[utoipa::path(post, path = "/api/v1/collections/{name}/search", tag = "search", request_body = SearchRequest,
     responses((status = 200, body = SearchResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn search(
     State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
     ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<SearchRequest>,
 ) -> ApiResult<axum::Json<SearchResponse>> {
+    let name = visible(&st, &p, &name, Role::Read).await?.name;
     Ok(axum::Json(st.engine.search(&name, req).await?))
 }
 

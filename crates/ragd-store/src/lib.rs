@@ -7,3 +7,5 @@ mod embedded;
 
 pub use catalog::RedbCatalog;
 pub use embedded::EmbeddedStore;
+mod keys;
+pub use keys::KeyFile;

@@ -16,7 +16,10 @@ use ragd_core::settings::{EmbedderKind, GeneratorKind, OpenAiApi, ProviderSettin
 use ragd_models::builtin::{BuiltinEmbedder, BuiltinOptions};
 use ragd_models::http::{HttpEmbedderConfig, OllamaEmbedder, OpenAiEmbedder};
 use ragd_models::{BuiltinGenerator, BuiltinGeneratorOptions, HttpGeneratorConfig, OllamaGenerator, OpenAiGenerator};
-use ragd_store::{EmbeddedStore, RedbCatalog};
+use ragd_core::auth::KeyStore;
+use ragd_core::ratelimit::LocalGcra;
+use ragd_server::Gateway;
+use ragd_store::{EmbeddedStore, KeyFile, RedbCatalog};
 
 /// Builds the embedder the settings ask for, with the token counter chunking should use.
 pub async fn embedder(settings: &Settings) -> anyhow::Result<(Arc<dyn Embedder>, Arc<dyn TokenCounter>)> {
@@ -133,9 +136,30 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
     if !settings.auth.enabled {
         tracing::warn!("AUTHENTICATION IS OFF: anyone who can reach {listen} can read and change every collection (set auth.enabled = true)");
+        eprintln!("WARNING: authentication is off: anyone who can reach {listen} can read and change every collection (set auth.enabled = true and create a key with `ragd keys create`)");
+    }
+    let tls = match (&settings.tls.cert_file, &settings.tls.key_file) {
+        (Some(cert), Some(key)) => Some(ragd_server::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            reload_check: Duration::from_millis(settings.tls.reload_check_ms),
+        }),
+        _ => None,
+    };
+    if let Some(files) = &tls {
+        ragd_server::check_tls(files).await?;
     }
     let data = settings.data_dir.clone();
+    let keys: Arc<dyn KeyStore> = Arc::new(KeyFile::open(&settings.data_dir)?);
+    let gateway_settings = settings.clone();
     let engine = engine(settings, true).await?;
+    let gateway = Gateway::new(&gateway_settings, keys.clone(), Arc::new(LocalGcra::new()), engine.metrics().clone())
+        .map_err(|e| anyhow::anyhow!("the configuration has a problem:\n  - {e}"))?;
+    if gateway_settings.auth.enabled && keys.list(None).await?.iter().all(|k| k.revoked_at.is_some()) && gateway_settings.auth.jwt.is_none() {
+        tracing::warn!("authentication is on but there is no active key: create one with `ragd keys create --role admin --tenant <tenant>`");
+    }
+    let gateway = Arc::new(gateway);
+    gateway.warm().await;
     let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     let admin = match admin_listen.as_deref().filter(|a| !a.is_empty()) {
@@ -150,7 +174,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         tracing::info!(%admin_addr, "admin listener: /metrics, /health");
         println!("ragd admin listening on http://{admin_addr}");
     }
-    println!("ragd listening on http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("ragd listening on {scheme}://{addr}");
     // In-flight requests and streams get `shutdown_grace_secs` to finish after the signal; then the
     // process exits anyway (jobs are durable: an interrupted one resumes from its last batch).
     let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
@@ -158,7 +183,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         shutdown_signal().await;
         let _ = stopping_tx.send(true);
     };
-    let server = ragd_server::serve(listener, admin, engine, shutdown);
+    let server = ragd_server::serve(listener, admin, engine, gateway, tls, shutdown);
     tokio::pin!(server);
     let deadline = async {
         let _ = stopping_rx.wait_for(|s| *s).await;

@@ -6,6 +6,7 @@ mod bench_gen;
 mod client;
 mod eval;
 mod ingest;
+mod keys;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +61,14 @@ enum Command {
     },
     /// Score retrieval (nDCG@10, Recall@10, MRR@10) on a BEIR-format dataset.
     Eval(eval::EvalArgs),
+    /// API keys and service tokens in the data folder.
+    Keys {
+        /// Data folder (setting `data_dir`).
+        #[arg(long, global = true)]
+        data: Option<PathBuf>,
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -227,6 +236,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench { command: BenchCommand::Generator(args) } => {
             let settings = load_settings(&sources(cli.config, vec![]))?;
             bench_gen::run(args, settings.models_dir).await
+        }
+        Command::Keys { data, command } => {
+            let overrides = data.map(|d| vec![("data_dir".to_owned(), path_value(d))]).unwrap_or_default();
+            let settings = load_settings(&sources(cli.config, overrides))?;
+            keys::run(command, &settings).await
         }
         Command::Eval(args) => {
             let settings = load_settings(&sources(cli.config, vec![]))?;

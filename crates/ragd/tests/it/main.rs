@@ -4,6 +4,7 @@
 mod answers;
 mod api;
 mod durability;
+mod gateway;
 mod observability;
 mod standin;
 mod support;

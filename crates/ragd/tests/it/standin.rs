@@ -75,7 +75,7 @@ impl Drop for StandInModelServer {
     }
 }
 
-async fn read_request(stream: &mut TcpStream) -> std::io::Result<(String, String, Vec<u8>)> {
+pub async fn read_request(stream: &mut TcpStream) -> std::io::Result<(String, String, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 4096];
     let header_end = loop {
