@@ -36,6 +36,8 @@ pub struct Settings {
     pub generators: BTreeMap<String, ProviderSettings<GeneratorKind>>,
     pub answer: AnswerSettings,
     pub log: LogSettings,
+    /// OpenTelemetry trace export (off unless `otel.endpoint` is set).
+    pub otel: OtelSettings,
     /// After SIGTERM/Ctrl-C: how long in-flight requests and streams may take to finish.
     pub shutdown_grace_secs: u64,
     /// Breakers, retries, concurrency caps per dependency.
@@ -379,6 +381,24 @@ pub struct LogSettings {
     pub filter: String,
 }
 
+/// Spans (each request, with its id and route) sent to an OpenTelemetry collector over OTLP/HTTP.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtelSettings {
+    /// The collector's OTLP/HTTP base URL, such as `http://otel-collector:4318` (traces go to
+    /// `<endpoint>/v1/traces`). Unset: nothing is exported.
+    pub endpoint: Option<String>,
+    pub service_name: String,
+    /// Share of new traces kept (a caller's sampled `traceparent` is always followed).
+    pub sample_ratio: f64,
+}
+
+impl Default for OtelSettings {
+    fn default() -> Self {
+        OtelSettings { endpoint: None, service_name: "ragd".into(), sample_ratio: 1.0 }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -462,6 +482,7 @@ impl Default for Settings {
             generators: BTreeMap::new(),
             answer: AnswerSettings::default(),
             log: LogSettings::default(),
+            otel: OtelSettings::default(),
             resilience: ResilienceByDependency::default(),
             shutdown_grace_secs: 30,
             chunking: ChunkingConfig::default(),
@@ -583,6 +604,14 @@ impl Settings {
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             p.push("tls: set both cert_file and key_file, or neither".into());
+        }
+        if let Some(e) = &self.otel.endpoint {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                p.push(format!("otel.endpoint: `{e}` is not an http(s) URL"));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.otel.sample_ratio) {
+            p.push("otel.sample_ratio must be between 0 and 1".into());
         }
         if self.tls.reload_check_ms == 0 {
             p.push("tls.reload_check_ms must be at least 1".into());

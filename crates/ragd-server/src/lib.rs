@@ -24,7 +24,10 @@ use axum::middleware;
 use axum::routing::{get, post};
 use ragd_core::engine::Engine;
 use tokio::net::TcpListener;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tower_http::catch_panic::CatchPanicLayer;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tower_http::trace::TraceLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
@@ -126,13 +129,29 @@ fn outer(app: Router) -> Router {
                 .make_span_with(|req: &axum::http::Request<axum::body::Body>| {
                     let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
                     // At ERROR level so the span (and the id) is on every line whatever the log filter.
-                    tracing::error_span!("request", id = %id, method = %req.method(), path = %req.uri().path())
+                    let span = tracing::error_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
+                    // A caller's W3C `traceparent` makes this span part of its trace (when traces are exported).
+                    let parent = TraceContextPropagator::new().extract(&Headers(req.headers()));
+                    let _ = span.set_parent(parent);
+                    span
                 })
                 // Errors are logged once, where their cause is known (error.rs), not again here.
                 .on_failure(()),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// Request headers as an OpenTelemetry extractor.
+struct Headers<'a>(&'a axum::http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {

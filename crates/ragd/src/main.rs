@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use ragd_core::settings::{Settings, Sources};
 
 #[derive(Parser)]
@@ -163,8 +164,13 @@ fn load_settings(sources: &Sources) -> anyhow::Result<Settings> {
 }
 
 /// Logs go to stderr, as text or JSON lines (`log.format`, or `RAGD_LOG_FORMAT`), filtered by
-/// `log.filter` (or `RAGD_LOG`). Every line of a request carries its request id (its span).
-fn init_logging(log: &ragd_core::settings::LogSettings) {
+/// `log.filter` (or `RAGD_LOG`). Every line of a request carries its request id (its span). With
+/// `otel.endpoint` set, spans are also exported over OTLP/HTTP; the returned provider must be shut
+/// down at exit so the last batch is sent.
+fn init_logging(log: &ragd_core::settings::LogSettings, otel: &ragd_core::settings::OtelSettings) -> anyhow::Result<Option<SdkTracerProvider>> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("RAGD_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.filter))
         .unwrap_or_else(|_| "info".into());
@@ -172,12 +178,29 @@ fn init_logging(log: &ragd_core::settings::LogSettings) {
         Ok(v) => v == "json",
         Err(_) => log.format == ragd_core::settings::LogFormat::Json,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    type Base = tracing_subscriber::layer::Layered<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+    let mut layers: Vec<Box<dyn tracing_subscriber::Layer<Base> + Send + Sync>> = Vec::new();
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    layers.push(if json { fmt.json().boxed() } else { fmt.boxed() });
+    let provider = match &otel.endpoint {
+        Some(endpoint) => {
+            use opentelemetry::trace::TracerProvider as _;
+            use opentelemetry_otlp::WithExportConfig as _;
+            let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+            let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().with_endpoint(url).build()?;
+            let sampler = opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(opentelemetry_sdk::trace::Sampler::TraceIdRatioBased(otel.sample_ratio)));
+            let provider = SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_sampler(sampler)
+                .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(otel.service_name.clone()).build())
+                .build();
+            layers.push(tracing_opentelemetry::layer().with_tracer(provider.tracer("ragd")).boxed());
+            Some(provider)
+        }
+        None => None,
+    };
+    tracing_subscriber::registry().with(filter).with(layers).init();
+    Ok(provider)
 }
 
 fn main() -> ExitCode {
@@ -212,8 +235,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 overrides.push(("models_dir".to_owned(), path_value(m)));
             }
             let settings = load_settings(&sources(cli.config, overrides))?;
-            init_logging(&settings.log);
-            app::serve(settings).await?;
+            let traces = init_logging(&settings.log, &settings.otel)?;
+            if let Some(endpoint) = &settings.otel.endpoint {
+                tracing::info!(%endpoint, "exporting traces over OTLP/HTTP");
+            }
+            let served = app::serve(settings).await;
+            if let Some(p) = traces {
+                // Sends the last batch; blocking, so off the runtime's threads.
+                let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
+            }
+            served?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Models { command: ModelsCommand::Fetch { models, python, wheels_dir } } => {

@@ -335,3 +335,62 @@ async fn json_logs_carry_the_request_id() {
     let tagged = lines.iter().filter(|l| l.to_string().contains("req-json-7")).count();
     assert!(tagged >= 1, "no log line carries the request id:\n{text}");
 }
+
+/// OpenTelemetry, off by default: with `otel.endpoint` set, each request's span (carrying its request
+/// id, and joined to the caller's trace by `traceparent`) is exported over OTLP/HTTP. No collector can
+/// be installed on this machine, so the receiver is a stand-in that only records what it is sent.
+/// The payload is OTLP protobuf, which stores strings as plain UTF-8 and ids as raw bytes, so both can
+/// be found in it without decoding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_spans_are_exported_over_otlp_when_an_endpoint_is_set() {
+    use std::sync::{Arc, Mutex};
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let received: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let sink = received.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                while let Ok((_, path, body)) = crate::standin::read_request(&mut stream).await {
+                    sink.lock().unwrap().push((path, body));
+                    let ok = "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+                    if stream.write_all(ok.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[("RAGD_OTEL__ENDPOINT", &endpoint), ("RAGD_OTEL__SERVICE_NAME", "ragd-otel-test"), ("OTEL_BSP_SCHEDULE_DELAY", "200"), ("RAGD_GENERATOR__KIND", "none")],
+    );
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = server
+        .http
+        .get(server.url("/api/v1/collections"))
+        .header("x-request-id", "otel-probe-7f3a")
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    let trace_bytes: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&trace_id[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let t = Instant::now();
+    loop {
+        let found = received.lock().unwrap().iter().find(|(_, body)| contains(body, b"otel-probe-7f3a")).cloned();
+        if let Some((path, body)) = found {
+            assert_eq!(path, "/v1/traces");
+            assert!(contains(&body, b"ragd-otel-test"), "the service name is in the resource");
+            assert!(contains(&body, &trace_bytes), "the span joined the caller's trace (traceparent)");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "no span with the request id reached the OTLP receiver: {} exports", received.lock().unwrap().len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
