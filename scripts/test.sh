@@ -15,6 +15,16 @@ if ! command -v promtool >/dev/null 2>&1; then
   fi
 fi
 
+if ! command -v curl >/dev/null 2>&1; then
+  echo "==> installing curl (the HTTPS test checks HTTP/2 with it)"
+  if [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends curl >/dev/null || {
+      apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends curl >/dev/null; }
+  else
+    echo "curl is missing; install it with: sudo apt-get install curl" >&2; exit 1
+  fi
+fi
+
 echo "==> Python packages the tests drive: the official openai client, llama.cpp's server (built once, then cached by pip)"
 python3 -m pip install -q --disable-pip-version-check 'openai>=1.40' 'llama-cpp-python[server]==0.3.36' 2>&1 | grep -v "Running pip as the 'root' user" || true
 python3 -c "import openai, llama_cpp.server" || { echo "the Python packages above failed to install" >&2; exit 1; }
