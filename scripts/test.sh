@@ -5,25 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
 
-if ! command -v promtool >/dev/null 2>&1; then
-  echo "==> installing Prometheus (the observability tests scrape ragd with it and check the shipped rules)"
-  if [ "$(id -u)" = 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null || {
-      apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null; }
-  else
-    echo "Prometheus is missing; install it with: sudo apt-get install prometheus" >&2; exit 1
-  fi
-fi
-
-if ! command -v curl >/dev/null 2>&1; then
-  echo "==> installing curl (the HTTPS test checks HTTP/2 with it)"
-  if [ "$(id -u)" = 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends curl >/dev/null || {
-      apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends curl >/dev/null; }
-  else
-    echo "curl is missing; install it with: sudo apt-get install curl" >&2; exit 1
-  fi
-fi
+command -v promtool >/dev/null 2>&1 || apt_install "the observability tests scrape ragd with Prometheus and check the shipped rules" prometheus
+command -v curl >/dev/null 2>&1 || apt_install "the HTTPS test checks HTTP/2 with it" curl
 
 echo "==> Python packages the tests drive: the official openai client, llama.cpp's server (built once, then cached by pip)"
 python3 -m pip install -q --disable-pip-version-check 'openai>=1.40' 'llama-cpp-python[server]==0.3.36' 2>&1 | grep -v "Running pip as the 'root' user" || true

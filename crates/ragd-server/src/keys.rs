@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use ragd_core::Error;
 use ragd_core::auth::{KeyKind, KeyRecord, Principal, Role, generate_key};
+use ragd_core::types::now_rfc3339;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -55,7 +56,7 @@ pub async fn create(State(st): State<AppState>, Extension(p): Extension<Principa
         }
     }
     let kind = req.kind.unwrap_or(KeyKind::ApiKey);
-    let new = generate_key(kind, &tenant, req.role, req.collections, req.name, now())?;
+    let new = generate_key(kind, &tenant, req.role, req.collections, req.name, now_rfc3339())?;
     st.gateway.keys().insert(new.record.clone()).await?;
     tracing::info!(key = %new.record.id, tenant = %tenant, role = new.record.role.as_str(), by = %p.id, "key created");
     Ok((StatusCode::CREATED, axum::Json(CreatedKey { key: new.secret, record: new.record.public() })).into_response())
@@ -77,11 +78,7 @@ pub async fn revoke(State(st): State<AppState>, Extension(p): Extension<Principa
         Some(k) if k.tenant == p.tenant => {}
         _ => return Err(not_found().into()),
     }
-    st.gateway.keys().revoke(&id, now()).await?;
+    st.gateway.keys().revoke(&id, now_rfc3339()).await?;
     tracing::info!(key = %id, by = %p.id, "key revoked");
     Ok(StatusCode::NO_CONTENT)
-}
-
-pub(crate) fn now() -> String {
-    ragd_core::types::now_rfc3339()
 }

@@ -151,13 +151,8 @@ pub async fn add_documents(
     headers: HeaderMap,
     req: Request,
 ) -> ApiResult<Response> {
+    // An announced oversized body was refused by the gateway before it was read.
     let limit = st.engine.settings().ingest.max_upload_bytes;
-    // Refuse an announced oversized body before reading any of it.
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
-        if len > limit {
-            return Err(Error::TooLarge(format!("the body is {len} bytes; the limit (ingest.max_upload_bytes) is {limit}")).into());
-        }
-    }
     let key = idempotency_key(&headers)?;
     // Fail fast on an unknown collection, before reading the body.
     let name = visible(&st, &p, &name, Role::Write).await?.name;
