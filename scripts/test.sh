@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 
 command -v promtool >/dev/null 2>&1 || apt_install "the observability tests scrape ragd with Prometheus and check the shipped rules" prometheus
 command -v curl >/dev/null 2>&1 || apt_install "the HTTPS test checks HTTP/2 with it" curl
+[ -x /usr/bin/chromium ] || apt_install "the web dashboard is tested in a real browser" chromium fonts-dejavu-core
+command -v node >/dev/null 2>&1 || apt_install "Playwright drives the browser from Node.js" nodejs npm
+
+echo "==> npm packages of the browser test (playwright-core, from its lock file)"
+(cd crates/ragd/tests/web && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 
 echo "==> Python packages the tests drive: the official openai client, llama.cpp's server (built once, then cached by pip)"
 python3 -m pip install -q --disable-pip-version-check 'openai>=1.40' 'llama-cpp-python[server]==0.3.36' 2>&1 | grep -v "Running pip as the 'root' user" || true

@@ -65,6 +65,9 @@ pub struct Citation {
     pub n: usize,
     pub doc_id: String,
     pub chunk_id: String,
+    /// The chunk's place in its document (0-based), to show it among its neighbours.
+    #[serde(default)]
+    pub chunk_index: u32,
     pub title: Option<String>,
     pub text: String,
     pub offsets: Offsets,
@@ -548,6 +551,7 @@ fn number_passages(hits: &[ChunkHit]) -> Vec<Citation> {
             n: i + 1,
             doc_id: h.doc_id.clone(),
             chunk_id: h.chunk_id.clone(),
+            chunk_index: h.chunk_index,
             title: h.title.clone(),
             text: h.text.clone(),
             offsets: h.offsets.clone(),
@@ -850,6 +854,7 @@ mod tests {
             n,
             doc_id: format!("doc{n}"),
             chunk_id: format!("c{n}"),
+            chunk_index: 0,
             title: None,
             text: text.into(),
             offsets: Offsets { char_start: 0, char_end: text.chars().count(), page: None },

@@ -101,6 +101,14 @@ pub fn storage_name(tenant: &str, collection: &str) -> String {
     if tenant == DEFAULT_TENANT { collection.to_owned() } else { format!("{tenant}.{collection}") }
 }
 
+/// Whether a stored collection name belongs to `tenant`.
+pub fn tenant_owns(tenant: &str, stored: &str) -> bool {
+    if tenant == DEFAULT_TENANT {
+        return !stored.contains('.');
+    }
+    stored.strip_prefix(tenant).is_some_and(|s| s.starts_with('.'))
+}
+
 /// The name a client knows a stored collection by.
 pub fn public_name<'a>(tenant: &str, stored: &'a str) -> &'a str {
     if tenant == DEFAULT_TENANT {

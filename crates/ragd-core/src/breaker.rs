@@ -111,7 +111,7 @@ pub trait BreakerObserver: Send + Sync + 'static {
     fn rejected(&self, dependency: &str);
 }
 
-struct NoObserver;
+pub struct NoObserver;
 impl BreakerObserver for NoObserver {
     fn registered(&self, _: &str) {}
     fn transition(&self, _: &str, _: State) {}

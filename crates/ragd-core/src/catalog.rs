@@ -22,6 +22,9 @@ pub struct IdempotencyKey {
     pub request_hash: String,
 }
 
+/// Which jobs a listing may show, by their (stored) collection name.
+pub type JobFilter = Box<dyn Fn(&str) -> bool + Send + 'static>;
+
 #[async_trait]
 pub trait Catalog: Send + Sync + 'static {
     /// Stores a new collection; `Conflict(collection_exists)` if the name is taken.
@@ -48,4 +51,6 @@ pub trait Catalog: Send + Sync + 'static {
     async fn job_payload(&self, id: &str) -> Result<Option<Vec<PendingDocument>>>;
     /// Jobs that are queued or running (after a crash: to be resumed).
     async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>>;
+    /// The `limit` most recently created jobs whose collection `keep` accepts, newest first.
+    async fn recent_jobs(&self, limit: usize, keep: JobFilter) -> Result<Vec<JobRecord>>;
 }

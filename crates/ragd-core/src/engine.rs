@@ -378,6 +378,21 @@ impl Engine {
         Ok((docs, next))
     }
 
+    /// `limit` chunks of a document from index `from`, in document order, with the document's chunk
+    /// count (to show a passage among its neighbours).
+    pub async fn document_chunks(&self, collection: &str, id: &str, from: u32, limit: u32) -> Result<(Vec<ChunkHit>, u32)> {
+        let document = self.document(collection, id).await?;
+        let to = from.saturating_add(limit.clamp(1, 200)).min(document.chunks);
+        // Point ids are a function of (collection, document, index): no search is needed.
+        let ids = (from..to).map(|i| crate::ids::point_id(collection, id, i)).collect();
+        Ok((self.store.retrieve(collection, ids).await?, document.chunks))
+    }
+
+    /// The most recent jobs whose collection `keep` accepts, newest first (at most 100).
+    pub async fn recent_jobs(&self, limit: usize, keep: crate::catalog::JobFilter) -> Result<Vec<JobRecord>> {
+        self.catalog.recent_jobs(limit.clamp(1, 100), keep).await
+    }
+
     /// Removes a document and every one of its chunks; durable on return.
     pub async fn delete_document(&self, collection: &str, id: &str) -> Result<()> {
         self.collection(collection).await?;

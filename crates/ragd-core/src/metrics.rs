@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
@@ -79,6 +80,38 @@ pub struct Metrics {
     ratelimit: Family<Labels, Counter>,
     shed: Family<Labels, Counter>,
     cache: Family<Labels, Counter>,
+    totals: Totals,
+}
+
+/// Service-wide counts since start, for `GET /api/v1/status` (and so the dashboard): the same
+/// events as the labelled series, summed.
+#[derive(Default)]
+struct Totals {
+    requests: AtomicU64,
+    client_errors: AtomicU64,
+    server_errors: AtomicU64,
+    degraded: AtomicU64,
+    rate_limited: AtomicU64,
+    shed: AtomicU64,
+    cache_hits: AtomicU64,
+    cache_lookups: AtomicU64,
+    jobs_done: AtomicU64,
+    jobs_failed: AtomicU64,
+}
+
+/// A snapshot of `Totals`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    pub requests: u64,
+    pub client_errors: u64,
+    pub server_errors: u64,
+    pub degraded_responses: u64,
+    pub rate_limited: u64,
+    pub shed: u64,
+    pub cache_hits: u64,
+    pub cache_lookups: u64,
+    pub jobs_done: u64,
+    pub jobs_failed: u64,
 }
 
 impl Metrics {
@@ -142,6 +175,7 @@ impl Metrics {
             ratelimit,
             shed,
             cache,
+            totals: Totals::default(),
         };
         // Series that exist from the start, so dashboards and rates see zeros rather than gaps.
         for s in Stage::ALL {
@@ -177,27 +211,60 @@ impl Metrics {
         let labels = vec![("route", route.to_owned()), ("method", method.to_owned()), ("status", class.to_owned())];
         self.http_requests.get_or_create(&labels).inc();
         self.http_duration.get_or_create(&labels).observe(seconds);
+        self.totals.requests.fetch_add(1, Relaxed);
+        match class {
+            "4xx" => self.totals.client_errors.fetch_add(1, Relaxed),
+            "5xx" => self.totals.server_errors.fetch_add(1, Relaxed),
+            _ => 0,
+        };
+    }
+
+    /// Service-wide totals since start.
+    pub fn summary(&self) -> Summary {
+        let t = &self.totals;
+        Summary {
+            requests: t.requests.load(Relaxed),
+            client_errors: t.client_errors.load(Relaxed),
+            server_errors: t.server_errors.load(Relaxed),
+            degraded_responses: t.degraded.load(Relaxed),
+            rate_limited: t.rate_limited.load(Relaxed),
+            shed: t.shed.load(Relaxed),
+            cache_hits: t.cache_hits.load(Relaxed),
+            cache_lookups: t.cache_lookups.load(Relaxed),
+            jobs_done: t.jobs_done.load(Relaxed),
+            jobs_failed: t.jobs_failed.load(Relaxed),
+        }
     }
 
     /// One rate-limit decision; `route_class` is one of the fixed classes.
     pub fn count_ratelimit(&self, route_class: &'static str, allowed: bool) {
         let decision = if allowed { "allowed" } else { "limited" };
         self.ratelimit.get_or_create(&vec![("route_class", route_class.to_owned()), ("decision", decision.to_owned())]).inc();
+        if !allowed {
+            self.totals.rate_limited.fetch_add(1, Relaxed);
+        }
     }
 
     /// One cache lookup: `result` is `hit`, `miss` or `error`.
     pub fn count_cache(&self, cache: &'static str, result: &'static str) {
         self.cache.get_or_create(&vec![("cache", cache.to_owned()), ("result", result.to_owned())]).inc();
+        self.totals.cache_lookups.fetch_add(1, Relaxed);
+        if result == "hit" {
+            self.totals.cache_hits.fetch_add(1, Relaxed);
+        }
     }
 
     /// A request refused before any work (`overloaded`, `timeout`).
     pub fn count_shed(&self, reason: &'static str) {
         self.shed.get_or_create(&vec![("reason", reason.to_owned())]).inc();
+        self.totals.shed.fetch_add(1, Relaxed);
     }
 
     pub fn observe_job(&self, failed: bool, seconds: f64) {
         let state = if failed { "failed" } else { "done" };
         self.job_duration.get_or_create(&vec![("state", state.to_owned())]).observe(seconds);
+        let total = if failed { &self.totals.jobs_failed } else { &self.totals.jobs_done };
+        total.fetch_add(1, Relaxed);
     }
 
     pub fn count_tokens(&self, generator: &str, prompt: usize, completion: usize) {
@@ -206,6 +273,9 @@ impl Metrics {
     }
 
     pub fn count_degraded(&self, dependencies: &[String]) {
+        if !dependencies.is_empty() {
+            self.totals.degraded.fetch_add(1, Relaxed);
+        }
         for d in dependencies {
             // Only the fixed dependency words are labels.
             if matches!(d.as_str(), "embedder" | "generator" | "cache" | "reranker") {

@@ -51,6 +51,9 @@ pub struct Decision {
 pub trait RateLimiter: Send + Sync {
     /// Counts one request of `key` against `quota` and says whether it may go on.
     async fn check(&self, key: &str, quota: &Quota) -> Decision;
+    /// The key's allowance as it stands, without counting a request (for a caller to see its own):
+    /// `remaining` requests would conform right now; `allowed` says whether the next one would.
+    async fn peek(&self, key: &str, quota: &Quota) -> Decision;
 }
 
 /// GCRA in this process's memory. Keys whose allowance is whole again are forgotten, so memory
@@ -69,6 +72,15 @@ impl LocalGcra {
 
     /// The decision at `now` (tests drive time by hand).
     pub fn check_at(&self, key: &str, quota: &Quota, now: Instant) -> Decision {
+        self.decide(key, quota, now, true)
+    }
+
+    /// The decision at `now` without counting the request.
+    pub fn peek_at(&self, key: &str, quota: &Quota, now: Instant) -> Decision {
+        self.decide(key, quota, now, false)
+    }
+
+    fn decide(&self, key: &str, quota: &Quota, now: Instant, count: bool) -> Decision {
         let t = quota.interval();
         let tolerance = t * quota.burst.saturating_sub(1);
         let mut state = self.state.lock().expect("rate limit state");
@@ -81,8 +93,11 @@ impl LocalGcra {
             let retry_after = ahead - tolerance;
             return Decision { allowed: false, limit: quota.requests, remaining: 0, reset: ahead, retry_after, shared: true };
         }
-        let new_tat = tat + t;
-        state.insert(key.to_owned(), new_tat);
+        // Counting: the request takes one interval. Peeking: the allowance as it stands.
+        let new_tat = if count { tat + t } else { tat };
+        if count {
+            state.insert(key.to_owned(), new_tat);
+        }
         let used = new_tat - now;
         let full = t * quota.burst;
         let remaining = u32::try_from(full.saturating_sub(used).as_nanos() / t.as_nanos().max(1)).unwrap_or(u32::MAX);
@@ -94,6 +109,9 @@ impl LocalGcra {
 impl RateLimiter for LocalGcra {
     async fn check(&self, key: &str, quota: &Quota) -> Decision {
         self.check_at(key, quota, Instant::now())
+    }
+    async fn peek(&self, key: &str, quota: &Quota) -> Decision {
+        self.peek_at(key, quota, Instant::now())
     }
 }
 
@@ -138,6 +156,29 @@ mod tests {
         // A minute of quiet: the whole burst again.
         let later = t0 + Duration::from_secs(121);
         assert_eq!(gcra.check_at("k", &q, later).remaining, 99);
+    }
+
+    #[test]
+    fn peeking_counts_nothing_and_reports_what_would_conform() {
+        let gcra = LocalGcra::new();
+        let q = per_minute(100);
+        let t0 = Instant::now();
+        assert_eq!(gcra.peek_at("k", &q, t0).remaining, 100);
+        for _ in 0..40 {
+            gcra.check_at("k", &q, t0);
+        }
+        for _ in 0..5 {
+            let d = gcra.peek_at("k", &q, t0);
+            assert!(d.allowed);
+            assert_eq!(d.remaining, 60);
+        }
+        for _ in 0..60 {
+            assert!(gcra.check_at("k", &q, t0).allowed);
+        }
+        let d = gcra.peek_at("k", &q, t0);
+        assert!(!d.allowed);
+        assert_eq!(d.remaining, 0);
+        assert_eq!(d.retry_after, Duration::from_millis(600));
     }
 
     #[test]

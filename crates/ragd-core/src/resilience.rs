@@ -3,8 +3,9 @@
 //!
 //! - Generators are not retried (an answer may already be streaming); their failures fall back to
 //!   extractive answers upstream.
-//! - Embedders are retried on `Unavailable` with jittered exponential backoff, honouring a
-//!   `Retry-After`, within a retry budget (retries may add at most 20% to the calls, plus a few).
+//! - Embedders and the JWKS fetch (any idempotent call, through `Outbound`) are retried on
+//!   `Unavailable` with jittered exponential backoff, honouring a `Retry-After`, within a retry budget
+//!   (retries may add at most 20% to the calls, plus a few).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -130,9 +131,11 @@ impl Generator for ResilientGenerator {
     }
 }
 
-/// An embedder behind a breaker, retries with backoff, a concurrency cap and a per-attempt timeout.
-pub struct ResilientEmbedder {
-    inner: Arc<dyn Embedder>,
+/// The stack for any outbound dependency: breaker → retry (jittered exponential backoff, honouring a
+/// `Retry-After`, within a retry budget) → concurrency cap → per-attempt timeout. Only idempotent
+/// calls go through `call`; the metrics layer is the breaker's observer.
+pub struct Outbound {
+    dependency: &'static str,
     breaker: Arc<Breaker>,
     sem: Arc<Semaphore>,
     settings: ResilienceSettings,
@@ -141,17 +144,22 @@ pub struct ResilientEmbedder {
     retries: AtomicU64,
 }
 
-impl ResilientEmbedder {
-    pub fn new(inner: Arc<dyn Embedder>, s: &ResilienceSettings, timeout: Duration, observer: Arc<dyn BreakerObserver>) -> Self {
-        ResilientEmbedder {
-            inner,
-            breaker: Breaker::with_observer("embedder", s.breaker.clone(), observer),
+impl Outbound {
+    /// `dependency` is the fixed word errors and `degraded` use; `name` the breaker's (and its metrics label).
+    pub fn new(dependency: &'static str, name: &str, s: &ResilienceSettings, timeout: Duration, observer: Arc<dyn BreakerObserver>) -> Outbound {
+        Outbound {
+            dependency,
+            breaker: Breaker::with_observer(name, s.breaker.clone(), observer),
             sem: Arc::new(Semaphore::new(s.max_concurrent)),
             settings: s.clone(),
             timeout,
             calls: AtomicU64::new(0),
             retries: AtomicU64::new(0),
         }
+    }
+
+    pub fn breaker(&self) -> &Arc<Breaker> {
+        &self.breaker
     }
 
     /// Retries may add at most 20% to the calls made, plus 10: a failing dependency is not hammered.
@@ -161,18 +169,57 @@ impl ResilientEmbedder {
         retries < calls / 5 + 10
     }
 
-    async fn attempt(&self, texts: Vec<String>, kind: EmbedKind) -> Result<Vec<Vec<f32>>> {
-        let permit = self.breaker.try_acquire().map_err(|r| open_error("embedder", &self.breaker, r.retry_after))?;
-        let _slot = slot(&self.sem, "embedder", Duration::from_millis(self.settings.queue_timeout_ms)).await?;
-        let result = match tokio::time::timeout(self.timeout, self.inner.embed(texts, kind)).await {
+    async fn attempt<T>(&self, call: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        let permit = self.breaker.try_acquire().map_err(|r| open_error(self.dependency, &self.breaker, r.retry_after))?;
+        let _slot = slot(&self.sem, self.dependency, Duration::from_millis(self.settings.queue_timeout_ms)).await?;
+        let result = match tokio::time::timeout(self.timeout, call).await {
             Ok(r) => r,
-            Err(_) => Err(Error::unavailable("embedder", format!("no vectors within {} ms", self.timeout.as_millis()))),
+            Err(_) => Err(Error::unavailable(self.dependency, format!("no answer within {} ms", self.timeout.as_millis()))),
         };
         match &result {
             Ok(_) => self.breaker.record(permit, false),
             Err(e) => self.breaker.record(permit, is_dependency_failure(e)),
         }
         result
+    }
+
+    /// Makes an idempotent call (`f` makes one attempt), retrying `Unavailable` failures.
+    pub async fn call<T, F, Fut>(&self, mut f: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let mut attempt = 0;
+        loop {
+            match self.attempt(f()).await {
+                Err(Error::Unavailable { retry_after, message, dependency })
+                    if attempt + 1 < self.settings.max_attempts && self.breaker.state() != crate::breaker::State::Open && self.may_retry() =>
+                {
+                    let wait = retry_after.unwrap_or_else(|| backoff(Duration::from_millis(self.settings.backoff_ms), attempt));
+                    if wait > Duration::from_secs(5) {
+                        return Err(Error::Unavailable { dependency, message, retry_after });
+                    }
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    attempt += 1;
+                    tracing::debug!(dependency = self.dependency, attempt, wait_ms = wait.as_millis() as u64, "retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// An embedder behind the outbound stack.
+pub struct ResilientEmbedder {
+    inner: Arc<dyn Embedder>,
+    outbound: Outbound,
+}
+
+impl ResilientEmbedder {
+    pub fn new(inner: Arc<dyn Embedder>, s: &ResilienceSettings, timeout: Duration, observer: Arc<dyn BreakerObserver>) -> Self {
+        ResilientEmbedder { inner, outbound: Outbound::new("embedder", "embedder", s, timeout, observer) }
     }
 }
 
@@ -196,7 +243,7 @@ impl Embedder for ResilientEmbedder {
         // A large document's chunks go in several calls, so the per-attempt timeout stays meaningful.
         let mut out = Vec::with_capacity(texts.len());
         for part in texts.chunks(TEXTS_PER_CALL) {
-            out.extend(self.embed_part(part.to_vec(), kind).await?);
+            out.extend(self.outbound.call(|| self.inner.embed(part.to_vec(), kind)).await?);
         }
         Ok(out)
     }
@@ -204,33 +251,113 @@ impl Embedder for ResilientEmbedder {
         self.inner.ready().await
     }
     fn breaker_status(&self) -> Option<BreakerStatus> {
-        Some(self.breaker.status())
+        Some(self.outbound.breaker.status())
     }
 }
 
 /// Texts per embedder call (about 5 s of the built-in model on 2 cores).
 const TEXTS_PER_CALL: usize = 256;
 
-impl ResilientEmbedder {
-    async fn embed_part(&self, texts: Vec<String>, kind: EmbedKind) -> Result<Vec<Vec<f32>>> {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let mut attempt = 0;
-        loop {
-            match self.attempt(texts.clone(), kind).await {
-                Err(Error::Unavailable { retry_after, message, dependency })
-                    if attempt + 1 < self.settings.max_attempts && self.breaker.state() != crate::breaker::State::Open && self.may_retry() =>
-                {
-                    let wait = retry_after.unwrap_or_else(|| backoff(Duration::from_millis(self.settings.backoff_ms), attempt));
-                    if wait > Duration::from_secs(5) {
-                        return Err(Error::Unavailable { dependency, message, retry_after });
-                    }
-                    self.retries.fetch_add(1, Ordering::Relaxed);
-                    attempt += 1;
-                    tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, "retrying the embedder");
-                    tokio::time::sleep(wait).await;
-                }
-                other => return other,
+
+/// A shared cache (cluster mode's Redis) behind the outbound stack: a cache that fails, hangs or
+/// has its breaker open answers `Err` at once, and the caller bypasses it (the response says
+/// `cache`). The in-process cache cannot fail and is not wrapped.
+pub struct ResilientCache {
+    inner: Arc<dyn crate::cache::VectorCache>,
+    outbound: Outbound,
+}
+
+impl ResilientCache {
+    pub fn new(inner: Arc<dyn crate::cache::VectorCache>, s: &ResilienceSettings, timeout: Duration, observer: Arc<dyn BreakerObserver>) -> Self {
+        ResilientCache { inner, outbound: Outbound::new("cache", "cache", s, timeout, observer) }
+    }
+    pub fn breaker_status(&self) -> BreakerStatus {
+        self.outbound.breaker.status()
+    }
+}
+
+fn cache_call<T>(r: std::result::Result<T, String>) -> Result<T> {
+    r.map_err(|e| Error::unavailable("cache", e))
+}
+
+#[async_trait]
+impl crate::cache::VectorCache for ResilientCache {
+    async fn get(&self, key: &str) -> std::result::Result<Option<Vec<f32>>, String> {
+        self.outbound.call(|| async { cache_call(self.inner.get(key).await) }).await.map_err(|e| e.to_string())
+    }
+    async fn put(&self, key: &str, vector: Vec<f32>) -> std::result::Result<(), String> {
+        self.outbound.call(|| async { cache_call(self.inner.put(key, vector.clone()).await) }).await.map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::breaker::{NoObserver, State};
+    use crate::cache::VectorCache;
+
+    /// A fault-injecting cache (a fake, for tests only): fails, or hangs, when told to.
+    #[derive(Default)]
+    struct FaultInjectingCache {
+        failing: AtomicBool,
+        hanging: AtomicBool,
+        calls: AtomicU64,
+    }
+
+    #[async_trait]
+    impl VectorCache for FaultInjectingCache {
+        async fn get(&self, _key: &str) -> std::result::Result<Option<Vec<f32>>, String> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.hanging.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
             }
+            if self.failing.load(Ordering::SeqCst) { Err("connection refused".into()) } else { Ok(Some(vec![1.0])) }
         }
+        async fn put(&self, _key: &str, _v: Vec<f32>) -> std::result::Result<(), String> {
+            self.get("").await.map(|_| ())
+        }
+    }
+
+    fn settings() -> ResilienceSettings {
+        let mut s = ResilienceSettings { max_attempts: 1, ..ResilienceSettings::default() };
+        s.breaker.window_size = 4;
+        s.breaker.minimum_calls = 4;
+        s.breaker.wait_in_open_ms = 1_000;
+        s.breaker.half_open_calls = 1;
+        s
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_cache_is_bypassed_then_its_breaker_opens_and_it_is_not_called() {
+        let fake = Arc::new(FaultInjectingCache::default());
+        let cache = ResilientCache::new(fake.clone(), &settings(), Duration::from_millis(50), Arc::new(NoObserver));
+        assert_eq!(cache.get("q").await, Ok(Some(vec![1.0])));
+        fake.failing.store(true, Ordering::SeqCst);
+        for _ in 0..3 {
+            assert!(cache.get("q").await.is_err());
+        }
+        assert_eq!(cache.breaker_status().state, State::Open);
+        let before = fake.calls.load(Ordering::SeqCst);
+        let e = cache.get("q").await.unwrap_err();
+        assert!(e.contains("circuit breaker"), "{e}");
+        assert_eq!(fake.calls.load(Ordering::SeqCst), before, "an open breaker does not call the cache");
+        // The cache recovers: after the wait in open, a probe closes the breaker.
+        fake.failing.store(false, Ordering::SeqCst);
+        tokio::time::advance(Duration::from_millis(1_001)).await;
+        assert_eq!(cache.get("q").await, Ok(Some(vec![1.0])));
+        assert_eq!(cache.breaker_status().state, State::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_cache_is_given_up_on_at_its_timeout() {
+        let fake = Arc::new(FaultInjectingCache::default());
+        fake.hanging.store(true, Ordering::SeqCst);
+        let cache = ResilientCache::new(fake.clone(), &settings(), Duration::from_millis(50), Arc::new(NoObserver));
+        let t = tokio::time::Instant::now();
+        let e = cache.put("q", vec![1.0]).await.unwrap_err();
+        assert_eq!(t.elapsed(), Duration::from_millis(50));
+        assert!(e.contains("no answer within 50 ms"), "{e}");
     }
 }

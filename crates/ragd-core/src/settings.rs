@@ -350,6 +350,8 @@ pub struct ResilienceByDependency {
     pub embedder: crate::resilience::ResilienceSettings,
     /// Applies to every generator (each has its own breaker). Generators are never retried.
     pub generator: crate::resilience::ResilienceSettings,
+    /// The JWKS fetch of `auth.jwt.jwks_url` (while its breaker is open, the keys fetched before are used).
+    pub jwks: crate::resilience::ResilienceSettings,
 }
 
 impl Default for ResilienceByDependency {
@@ -367,6 +369,13 @@ impl Default for ResilienceByDependency {
                 max_concurrent: 8,
                 max_attempts: 1,
                 ..ResilienceSettings::default()
+            },
+            jwks: ResilienceSettings {
+                breaker: BreakerConfig { window_size: 10, minimum_calls: 3, wait_in_open_ms: 30_000, ..BreakerConfig::default() },
+                max_concurrent: 2,
+                queue_timeout_ms: 5_000,
+                max_attempts: 2,
+                backoff_ms: 200,
             },
         }
     }
@@ -676,6 +685,7 @@ impl Settings {
         }
         p.extend(self.resilience.embedder.problems("resilience.embedder"));
         p.extend(self.resilience.generator.problems("resilience.generator"));
+        p.extend(self.resilience.jwks.problems("resilience.jwks"));
         if self.answer.max_conversations == 0 {
             p.push("answer.max_conversations must be at least 1".into());
         }

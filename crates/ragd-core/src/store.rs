@@ -49,6 +49,8 @@ pub trait VectorStore: Send + Sync + 'static {
     /// Deletes the document's chunks whose index is `>= from_index` (0 removes the whole document). Durable on return.
     async fn delete_document_chunks(&self, collection: &str, doc_id: &str, from_index: u32) -> Result<()>;
     async fn search(&self, collection: &str, query: StoreQuery) -> Result<Vec<ChunkHit>>;
+    /// The chunks with these point ids, in the order asked, skipping ids that do not exist (score 0).
+    async fn retrieve(&self, collection: &str, ids: Vec<Uuid>) -> Result<Vec<ChunkHit>>;
     /// Number of chunks, of the whole collection or of one document.
     async fn count(&self, collection: &str, doc_id: Option<&str>) -> Result<u64>;
     /// Probe for `/health/ready`.

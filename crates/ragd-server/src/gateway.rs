@@ -31,10 +31,13 @@ const CREDENTIAL_PARAMS: &[&str] = &["access_token", "api_key", "apikey", "token
 
 pub const SERVICE_TOKEN: HeaderName = HeaderName::from_static("x-service-token");
 
-/// What a route is, for limits: open routes (health, OpenAPI) skip authentication and limits.
+/// What a route is, for limits: open routes (health, OpenAPI, the web UI's files) skip
+/// authentication and limits; `Identity` (`/api/v1/me`) is authenticated but not limited, so a
+/// caller can always see its own allowance, even once it is used up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteClass {
     Open,
+    Identity,
     Query,
     Ingest,
     Admin,
@@ -43,7 +46,8 @@ pub enum RouteClass {
 impl RouteClass {
     pub fn of(method: &Method, template: &str) -> RouteClass {
         match (method, template) {
-            (_, "/health/live" | "/health/ready" | "/metrics" | "/api/v1/openapi.json") => RouteClass::Open,
+            (_, "/health/live" | "/health/ready" | "/metrics" | "/api/v1/openapi.json" | "/" | "/ui/{*file}") => RouteClass::Open,
+            (_, "/api/v1/me") => RouteClass::Identity,
             (&Method::POST, "/api/v1/collections/{name}/documents") | (&Method::DELETE, "/api/v1/collections/{name}/documents/{id}") => {
                 RouteClass::Ingest
             }
@@ -55,6 +59,7 @@ impl RouteClass {
     pub fn as_str(self) -> &'static str {
         match self {
             RouteClass::Open => "open",
+            RouteClass::Identity => "identity",
             RouteClass::Query => "query",
             RouteClass::Ingest => "ingest",
             RouteClass::Admin => "admin",
@@ -83,7 +88,8 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(settings: &Settings, keys: Arc<dyn KeyStore>, limiter: Arc<dyn RateLimiter>, metrics: Arc<Metrics>) -> Result<Gateway, String> {
-        let jwt = settings.auth.jwt.clone().map(JwtVerifier::new).transpose()?;
+        let observer: Arc<dyn ragd_core::breaker::BreakerObserver> = metrics.clone();
+        let jwt = settings.auth.jwt.clone().map(|j| JwtVerifier::new(j, &settings.resilience.jwks, observer)).transpose()?;
         let r = &settings.rate_limit;
         let l = &settings.limits;
         Ok(Gateway {
@@ -108,6 +114,19 @@ impl Gateway {
         self.auth_enabled
     }
 
+    /// The gateway's outbound breakers (the JWKS fetch's, when configured).
+    pub fn breakers(&self) -> Vec<(String, ragd_core::breaker::BreakerStatus)> {
+        self.jwt.as_ref().and_then(|j| j.breaker_status()).map(|s| ("jwks".to_owned(), s)).into_iter().collect()
+    }
+
+    /// `None` without a JWKS URL; else whether the last JWKS fetch succeeded.
+    pub async fn jwks_health(&self) -> Option<std::result::Result<(), String>> {
+        match &self.jwt {
+            Some(j) => j.jwks_health().await,
+            None => None,
+        }
+    }
+
     /// Fetches a JWKS ahead of the first request (when one is configured).
     pub async fn warm(&self) {
         if let Some(j) = &self.jwt {
@@ -119,8 +138,21 @@ impl Gateway {
         match class {
             RouteClass::Query | RouteClass::Open => 0,
             RouteClass::Ingest => 1,
-            RouteClass::Admin => 2,
+            RouteClass::Admin | RouteClass::Identity => 2,
         }
+    }
+
+    /// The caller's allowance in each limited route class, without using any of it; `None` when
+    /// rate limits are off (or authentication is, which leaves nobody to limit).
+    pub async fn allowance(&self, p: &Principal) -> Option<Vec<(&'static str, Quota, Decision)>> {
+        let quotas = self.quotas.as_ref().filter(|_| p.credential != Credential::None)?;
+        let mut out = Vec::new();
+        for class in [RouteClass::Query, RouteClass::Ingest, RouteClass::Admin] {
+            let quota = quotas[Gateway::slot(class)];
+            let d = self.limiter.peek(&limit_key(p, class), &quota).await;
+            out.push((class.as_str(), quota, d));
+        }
+        Some(out)
     }
 
     /// The principal the request's credentials prove, or why they prove nothing.
@@ -190,9 +222,10 @@ pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> R
     };
 
     let mut decision = None;
-    if let (Some(quotas), true) = (&gw.quotas, principal.credential != Credential::None) {
+    let limited = class != RouteClass::Identity && principal.credential != Credential::None;
+    if let (Some(quotas), true) = (&gw.quotas, limited) {
         let quota = &quotas[Gateway::slot(class)];
-        let d = gw.limiter.check(&format!("{}|{}", principal.id, class.as_str()), quota).await;
+        let d = gw.limiter.check(&limit_key(&principal, class), quota).await;
         gw.metrics.count_ratelimit(class.as_str(), d.allowed);
         if !d.allowed {
             let mut response = error_response(
@@ -250,7 +283,12 @@ pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> R
     response
 }
 
-fn ceil_secs(d: Duration) -> u64 {
+/// One bucket per caller and route class.
+fn limit_key(p: &Principal, class: RouteClass) -> String {
+    format!("{}|{}", p.id, class.as_str())
+}
+
+pub(crate) fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 

@@ -23,7 +23,9 @@ struct Check {
     status: &'static str,
     /// `false` for dependencies ragd answers without (a generator: answers become extractive).
     critical: bool,
-    latency_ms: f64,
+    /// How long the probe took (absent for checks that report a past outcome instead of probing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     /// The dependency's circuit breaker, when it has one.
@@ -34,7 +36,7 @@ struct Check {
 async fn probe<F: std::future::Future<Output = ragd_core::Result<()>>>(f: F) -> Check {
     let t = Instant::now();
     let result = tokio::time::timeout(PROBE_TIMEOUT, f).await;
-    let latency_ms = (t.elapsed().as_secs_f64() * 1e4).round() / 10.0;
+    let latency_ms = Some((t.elapsed().as_secs_f64() * 1e4).round() / 10.0);
     match result {
         Ok(Ok(())) => Check { status: "ok", critical: true, latency_ms, error: None, breaker: None },
         Ok(Err(e)) => Check { status: "down", critical: true, latency_ms, error: Some(e.to_string()), breaker: None },
@@ -44,7 +46,8 @@ async fn probe<F: std::future::Future<Output = ragd_core::Result<()>>>(f: F) -> 
 
 /// Probes every dependency: ready when every critical one answers. A generator that is down makes
 /// the status `degraded` (answers are extractive) but keeps the replica in its load balancer.
-pub async fn readiness(engine: &ragd_core::engine::Engine) -> (bool, serde_json::Value) {
+pub async fn readiness(st: &AppState) -> (bool, serde_json::Value) {
+    let engine = &st.engine;
     let mut checks = BTreeMap::new();
     // Every probe at once: readiness answers within one probe timeout, whatever the number of checks.
     let generators = engine.generators().all();
@@ -62,6 +65,16 @@ pub async fn readiness(engine: &ragd_core::engine::Engine) -> (bool, serde_json:
         let key = if name == "default" { "generator".to_owned() } else { format!("generator:{name}") };
         checks.insert(key, check);
     }
+    // The JWKS is not probed here (that would make every probe a request to the identity provider):
+    // its check is the last fetch's outcome. Tokens verify with the keys fetched before meanwhile.
+    if let Some(health) = st.gateway.jwks_health().await {
+        let breaker = st.gateway.breakers().into_iter().find(|(n, _)| n == "jwks").map(|(_, b)| b);
+        let (status, error) = match health {
+            Ok(()) => ("ok", None),
+            Err(e) => ("down", Some(e)),
+        };
+        checks.insert("jwks".to_owned(), Check { status, critical: false, latency_ms: None, error, breaker });
+    }
     let ready = checks.values().all(|c| c.status == "ok" || !c.critical);
     let all_ok = checks.values().all(|c| c.status == "ok");
     engine.metrics().ready.set(i64::from(ready));
@@ -70,19 +83,19 @@ pub async fn readiness(engine: &ragd_core::engine::Engine) -> (bool, serde_json:
 }
 
 pub async fn ready(State(st): State<AppState>) -> Response {
-    let (ready, body) = readiness(&st.engine).await;
+    let (ready, body) = readiness(&st).await;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(body)).into_response()
 }
 
 /// `GET /api/v1/status` (admin): version, uptime, readiness with every check, the circuit breakers,
-/// unfinished jobs.
+/// unfinished jobs, service-wide totals since start.
 pub async fn status(State(st): State<AppState>, axum::Extension(p): axum::Extension<ragd_core::auth::Principal>) -> Response {
     if let Err(e) = p.require(ragd_core::auth::Role::Admin) {
         return crate::error::ApiError(e).into_response();
     }
-    let (ready, readiness) = readiness(&st.engine).await;
-    let breakers: BTreeMap<String, ragd_core::breaker::BreakerStatus> = st.engine.breakers().into_iter().collect();
+    let (ready, readiness) = readiness(&st).await;
+    let breakers: BTreeMap<String, ragd_core::breaker::BreakerStatus> = st.engine.breakers().into_iter().chain(st.gateway.breakers()).collect();
     let unfinished = st.engine.unfinished_jobs().await.unwrap_or_default();
     let count = |s: &str| unfinished.iter().filter(|j| j.status.as_str() == s).count();
     axum::Json(json!({
@@ -92,6 +105,7 @@ pub async fn status(State(st): State<AppState>, axum::Extension(p): axum::Extens
         "readiness": readiness,
         "breakers": breakers,
         "jobs": {"queued": count("queued"), "running": count("running")},
+        "totals": st.engine.metrics().summary(),
         "auth": {"enabled": st.gateway.auth_enabled()},
     }))
     .into_response()
@@ -102,7 +116,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     if let Err(e) = st.engine.refresh_metrics().await {
         tracing::warn!(error = %e, "could not refresh storage gauges for /metrics");
     }
-    readiness(&st.engine).await;
+    readiness(&st).await;
     (
         [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         st.engine.metrics().encode(),

@@ -3,7 +3,9 @@
 //! HS256-signed-with-the-RSA-public-key confusion); `exp` is always required; `iss` and `aud` when
 //! configured. Keys come from the configuration and/or a JWKS URL: fetched keys are cached, an
 //! unknown `kid` causes one refresh, and refreshes are spaced by a cooldown so a flood of made-up
-//! `kid`s cannot turn ragd into a load generator against the identity provider.
+//! `kid`s cannot turn ragd into a load generator against the identity provider. Fetches go through
+//! the outbound resilience stack (`resilience.jwks`: breaker, retry, cap, timeout); while its breaker
+//! is open the keys fetched before keep verifying tokens.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -11,7 +13,11 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
+use std::sync::Arc;
+
 use ragd_core::auth::{Credential, Principal, Role, validate_tenant};
+use ragd_core::breaker::{BreakerObserver, BreakerStatus};
+use ragd_core::resilience::{Outbound, ResilienceSettings};
 use ragd_core::settings::{JwtAlgorithm, JwtSettings};
 use ragd_core::{Error, Result};
 use serde_json::Value;
@@ -31,6 +37,8 @@ struct Jwks {
     keys: HashMap<String, (Algorithm, DecodingKey)>,
     fetched_at: Option<Instant>,
     attempted_at: Option<Instant>,
+    /// Why the last fetch failed (`None` after a success), for readiness.
+    last_error: Option<String>,
 }
 
 pub struct JwtVerifier {
@@ -39,6 +47,7 @@ pub struct JwtVerifier {
     jwks: RwLock<Jwks>,
     refresh: Mutex<()>,
     http: reqwest::Client,
+    outbound: Outbound,
 }
 
 fn refuse(code: &'static str, message: impl Into<String>) -> Error {
@@ -55,7 +64,7 @@ fn algorithm(a: JwtAlgorithm) -> Algorithm {
 
 impl JwtVerifier {
     /// Builds the verifier; a key that cannot be read is a configuration error reported at start.
-    pub fn new(settings: JwtSettings) -> std::result::Result<JwtVerifier, String> {
+    pub fn new(settings: JwtSettings, resilience: &ResilienceSettings, observer: Arc<dyn BreakerObserver>) -> std::result::Result<JwtVerifier, String> {
         let mut configured = Vec::new();
         for (i, k) in settings.keys.iter().enumerate() {
             let alg = algorithm(k.algorithm);
@@ -74,7 +83,8 @@ impl JwtVerifier {
             configured.push(Key { kid: k.kid.clone(), algorithm: alg, key });
         }
         let http = reqwest::Client::builder().timeout(JWKS_TIMEOUT).build().map_err(|e| e.to_string())?;
-        Ok(JwtVerifier { settings, configured, jwks: RwLock::new(Jwks::default()), refresh: Mutex::new(()), http })
+        let outbound = Outbound::new("jwks", "jwks", resilience, JWKS_TIMEOUT, observer);
+        Ok(JwtVerifier { settings, configured, jwks: RwLock::new(Jwks::default()), refresh: Mutex::new(()), http, outbound })
     }
 
     /// Fetches the JWKS at start so the first requests do not wait for it (failure is logged; the
@@ -83,6 +93,22 @@ impl JwtVerifier {
         if self.settings.jwks_url.is_some() {
             let _ = self.refresh_jwks(None).await;
         }
+    }
+
+    /// The JWKS fetch's breaker, when a JWKS URL is configured.
+    pub fn breaker_status(&self) -> Option<BreakerStatus> {
+        self.settings.jwks_url.as_ref().map(|_| self.outbound.breaker().status())
+    }
+
+    /// `None` without a JWKS URL; else whether the last fetch succeeded (and why not).
+    pub async fn jwks_health(&self) -> Option<std::result::Result<(), String>> {
+        self.settings.jwks_url.as_ref()?;
+        let jwks = self.jwks.read().await;
+        Some(match (&jwks.last_error, jwks.fetched_at) {
+            (Some(e), _) => Err(e.clone()),
+            (None, Some(_)) => Ok(()),
+            (None, None) => Err("not fetched yet".into()),
+        })
     }
 
     /// Verifies a token and maps its claims to a principal.
@@ -169,21 +195,30 @@ impl JwtVerifier {
             }
         }
         self.jwks.write().await.attempted_at = Some(Instant::now());
-        match self.fetch(url).await {
+        match self.outbound.call(|| self.fetch(url)).await {
             Ok(keys) => {
                 tracing::info!(keys = keys.len(), "fetched the JWKS");
                 let mut jwks = self.jwks.write().await;
                 jwks.keys = keys;
                 jwks.fetched_at = Some(Instant::now());
+                jwks.last_error = None;
             }
-            Err(e) => tracing::warn!(error = %e, "could not fetch the JWKS; keeping the keys fetched before"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not fetch the JWKS; keeping the keys fetched before");
+                self.jwks.write().await.last_error = Some(e.to_string());
+            }
         }
     }
 
-    async fn fetch(&self, url: &str) -> std::result::Result<HashMap<String, (Algorithm, DecodingKey)>, String> {
-        let body: Value = self.http.get(url).send().await.and_then(|r| r.error_for_status()).map_err(|e| e.to_string())?.json().await.map_err(|e| e.to_string())?;
+    /// One attempt: an unreachable or failing provider is `Unavailable` (retried); a document that
+    /// is not a JWKS is `Internal` (not retried; both count against the breaker).
+    async fn fetch(&self, url: &str) -> Result<HashMap<String, (Algorithm, DecodingKey)>> {
+        let unavailable = |e: reqwest::Error| Error::unavailable("jwks", format!("fetching the JWKS: {e}"));
+        let response = self.http.get(url).send().await.and_then(|r| r.error_for_status()).map_err(unavailable)?;
+        let body: Value = response.json().await.map_err(|e| Error::internal(format!("the JWKS is not JSON: {e}")))?;
         let mut keys = HashMap::new();
-        for raw in body.get("keys").and_then(Value::as_array).ok_or("no `keys` array")? {
+        let listed = body.get("keys").and_then(Value::as_array).ok_or_else(|| Error::internal("the JWKS has no `keys` array"))?;
+        for raw in listed {
             // Keys of kinds ragd does not use are skipped, not fatal.
             let Ok(jwk) = serde_json::from_value::<Jwk>(raw.clone()) else { continue };
             let Some(kid) = jwk.common.key_id.clone() else { continue };

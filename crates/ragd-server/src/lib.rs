@@ -12,6 +12,7 @@ mod metrics;
 mod openapi;
 mod routes;
 mod tls;
+mod ui;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -65,9 +66,12 @@ pub fn router(engine: Arc<Engine>, gateway: Arc<Gateway>) -> Router {
             post(routes::add_documents).get(routes::list_documents).layer(DefaultBodyLimit::max(upload_limit)),
         )
         .route("/collections/{name}/documents/{id}", get(routes::get_document).delete(routes::delete_document))
+        .route("/collections/{name}/documents/{id}/chunks", get(routes::document_chunks))
         .route("/collections/{name}/search", post(routes::search))
         .route("/collections/{name}/query", post(answers::query))
+        .route("/jobs", get(routes::list_jobs))
         .route("/jobs/{id}", get(routes::get_job))
+        .route("/me", get(routes::me))
         .route("/openapi.json", get(openapi::serve_openapi))
         .method_not_allowed_fallback(routes::method_not_allowed);
     let router = Router::new()
@@ -75,7 +79,9 @@ pub fn router(engine: Arc<Engine>, gateway: Arc<Gateway>) -> Router {
         .route("/v1/chat/completions", post(answers::chat_completions))
         .route("/v1/models", get(answers::list_models))
         .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready));
+        .route("/health/ready", get(health::ready))
+        .route("/", get(ui::index))
+        .route("/ui/{*file}", get(ui::asset));
     // `/metrics` lives on the admin listener unless that is turned off (`admin_listen = ""`).
     let router = if state.engine.settings().admin_listen.as_deref().is_none_or(str::is_empty) {
         router.route("/metrics", get(health::metrics))

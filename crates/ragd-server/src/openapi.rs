@@ -11,7 +11,7 @@ use crate::{answers, keys, routes};
     paths(
         routes::create_collection, routes::list_collections, routes::get_collection, routes::delete_collection,
         routes::add_documents, routes::list_documents, routes::get_document, routes::delete_document,
-        routes::get_job, routes::search, answers::query, answers::chat_completions, answers::list_models,
+        routes::get_job, routes::list_jobs, routes::document_chunks, routes::me, routes::search, answers::query, answers::chat_completions, answers::list_models,
         keys::create, keys::list, keys::revoke,
     ),
     components(schemas(ragd_core::answer::Citation, ragd_core::types::CollectionRecord, ragd_core::types::ChunkHit, ragd_core::types::SearchFilter)),

@@ -8,8 +8,8 @@ use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ragd_core::engine::{CollectionInfo, DocumentBody, NewCollection, NewDocument, SearchRequest, SearchResponse};
-use ragd_core::auth::{Principal, Role, public_name};
-use ragd_core::types::{CollectionRecord, DocumentRecord, JobRecord, Metadata};
+use ragd_core::auth::{Credential, Principal, Role, public_name, tenant_owns};
+use ragd_core::types::{ChunkHit, CollectionRecord, DocumentRecord, JobRecord, Metadata};
 use ragd_core::Error;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -350,6 +350,110 @@ pub async fn search(
 ) -> ApiResult<axum::Json<SearchResponse>> {
     let name = visible(&st, &p, &name, Role::Read).await?.name;
     Ok(axum::Json(st.engine.search(&name, req).await?))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct ChunksQuery {
+    /// First chunk index (default 0).
+    pub from: Option<u32>,
+    /// At most this many chunks (default 50, at most 200).
+    pub limit: Option<u32>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ChunkList {
+    /// In document order; `score` is 0.
+    pub chunks: Vec<ChunkHit>,
+    /// The document's number of chunks.
+    pub total: u32,
+}
+
+/// A document's chunks in order, so a cited passage can be read among its neighbours.
+#[utoipa::path(get, path = "/api/v1/collections/{name}/documents/{id}/chunks", tag = "documents", params(ChunksQuery),
+    responses((status = 200, body = ChunkList), (status = 404, body = ErrorBody)))]
+pub async fn document_chunks(
+    State(st): State<AppState>,
+    Extension(p): Extension<Principal>,
+    ApiPath((name, id)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<ChunksQuery>,
+) -> ApiResult<axum::Json<ChunkList>> {
+    let name = visible(&st, &p, &name, Role::Read).await?.name;
+    let (chunks, total) = st.engine.document_chunks(&name, &id, q.from.unwrap_or(0), q.limit.unwrap_or(50)).await?;
+    Ok(axum::Json(ChunkList { chunks, total }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct JobsQuery {
+    /// Only this collection's jobs.
+    pub collection: Option<String>,
+    /// At most this many (default 20, at most 100).
+    pub limit: Option<usize>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct JobList {
+    /// Newest first.
+    pub jobs: Vec<JobRecord>,
+}
+
+/// The caller's tenant's most recent jobs (within its collection scope).
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(JobsQuery), responses((status = 200, body = JobList)))]
+pub async fn list_jobs(State(st): State<AppState>, Extension(p): Extension<Principal>, ApiQuery(q): ApiQuery<JobsQuery>) -> ApiResult<axum::Json<JobList>> {
+    p.require(Role::Read)?;
+    let only = q.collection.map(|c| p.storage_name(&c));
+    let scope = p.clone();
+    let keep = Box::new(move |stored: &str| {
+        tenant_owns(&scope.tenant, stored) && scope.allows(public_name(&scope.tenant, stored)) && only.as_deref().is_none_or(|o| o == stored)
+    });
+    let jobs = st.engine.recent_jobs(q.limit.unwrap_or(20), keep).await?;
+    Ok(axum::Json(JobList { jobs: jobs.into_iter().map(|j| public_job(j, &p)).collect() }))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Allowance {
+    pub limit: u32,
+    pub period_s: u64,
+    /// Requests that would conform right now.
+    pub remaining: u32,
+    /// Seconds until the allowance is whole again.
+    pub reset_s: u64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Me {
+    /// Key id, `jwt:<iss>:<sub>`, or `local` when authentication is off.
+    pub id: String,
+    /// `none` (authentication off), `api_key`, `service_token` or `jwt`.
+    pub credential: &'static str,
+    pub tenant: String,
+    pub role: Role,
+    /// `null`: every collection of the tenant.
+    pub collections: Option<Vec<String>>,
+    pub auth_enabled: bool,
+    /// By route class (`query`, `ingest`, `admin`); `null` when rate limits do not apply to this caller.
+    #[schema(value_type = Option<Object>)]
+    pub rate_limits: Option<std::collections::BTreeMap<&'static str, Allowance>>,
+}
+
+/// Who the caller is and what is left of its rate limits. Never rate-limited itself.
+#[utoipa::path(get, path = "/api/v1/me", tag = "keys", responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
+pub async fn me(State(st): State<AppState>, Extension(p): Extension<Principal>) -> axum::Json<Me> {
+    let rate_limits = st.gateway.allowance(&p).await.map(|classes| {
+        classes
+            .into_iter()
+            .map(|(class, quota, d)| {
+                let a = Allowance { limit: d.limit, period_s: quota.period.as_secs(), remaining: d.remaining, reset_s: crate::gateway::ceil_secs(d.reset) };
+                (class, a)
+            })
+            .collect()
+    });
+    let credential = match p.credential {
+        Credential::None => "none",
+        Credential::ApiKey => "api_key",
+        Credential::ServiceToken => "service_token",
+        Credential::Jwt => "jwt",
+    };
+    axum::Json(Me { id: p.id, credential, tenant: p.tenant, role: p.role, collections: p.collections, auth_enabled: st.gateway.auth_enabled(), rate_limits })
 }
 
 pub async fn not_found() -> Response {

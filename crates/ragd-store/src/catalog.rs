@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use ragd_core::catalog::{Catalog, IdempotencyKey, JobCreated};
+use ragd_core::catalog::{Catalog, IdempotencyKey, JobCreated, JobFilter};
 use ragd_core::types::{CollectionRecord, DocumentRecord, JobRecord, JobStatus, PendingDocument};
 use ragd_core::{Error, Result};
 use redb::{Database, ReadableTable, TableDefinition};
@@ -294,6 +294,30 @@ impl Catalog for RedbCatalog {
                 }
             }
             out.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn recent_jobs(&self, limit: usize, keep: JobFilter) -> Result<Vec<JobRecord>> {
+        self.run(move |db| {
+            let tx = db.begin_read().map_err(db_err)?;
+            let jobs = tx.open_table(JOBS).map_err(db_err)?;
+            // Job ids are random, so this reads every job; a dashboard's listing of a local catalog
+            // is the only caller. Keeps at most `limit` in memory.
+            let mut out: Vec<JobRecord> = Vec::with_capacity(limit + 1);
+            for entry in jobs.iter().map_err(db_err)? {
+                let (_, v) = entry.map_err(db_err)?;
+                let job: JobRecord = dec(v.value())?;
+                if !keep(&job.collection) {
+                    continue;
+                }
+                let at = out.partition_point(|j| j.created_at > job.created_at);
+                if at < limit {
+                    out.insert(at, job);
+                    out.truncate(limit);
+                }
+            }
             Ok(out)
         })
         .await

@@ -325,6 +325,23 @@ impl VectorStore for EmbeddedStore {
         blocking(move || this.search_blocking(&c, query)).await
     }
 
+    async fn retrieve(&self, collection: &str, ids: Vec<uuid::Uuid>) -> Result<Vec<ChunkHit>> {
+        let (this, c) = (self.inner.clone(), collection.to_owned());
+        blocking(move || {
+            let shard = this.shard(&c)?;
+            let ids: Vec<PointId> = ids.iter().map(|id| PointId::Uuid(EdgeUuid::from_u128(id.as_u128()))).collect();
+            let records = shard.edge.retrieve(&ids, Some(WithPayloadInterface::Bool(true)), Some(WithVector::Bool(false))).map_err(Error::internal)?;
+            records
+                .into_iter()
+                .map(|r| {
+                    let payload = r.payload.map(|pl| Value::Object(pl.0.into_iter().collect())).unwrap_or(Value::Null);
+                    hit_from_payload(&r.id.to_string(), 0.0, payload)
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn count(&self, collection: &str, doc_id: Option<&str>) -> Result<u64> {
         let filter = doc_id.map(|d| doc_filter(d, 0)).transpose()?;
         let (this, c) = (self.inner.clone(), collection.to_owned());

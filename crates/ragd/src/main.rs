@@ -3,6 +3,7 @@
 
 mod app;
 mod bench_gen;
+mod bench_load;
 mod client;
 mod eval;
 mod ingest;
@@ -92,6 +93,14 @@ enum BenchCommand {
     /// The built-in generator alone on a ~1,000-token RAG prompt: prompt and generation tokens/s,
     /// time to first token, peak memory.
     Generator(bench_gen::GeneratorBenchArgs),
+    /// Load a running server with searches: latency percentiles (HDR, corrected for coordinated
+    /// omission), throughput, errors by status, thresholds.
+    Search(bench_load::QueryLoadArgs),
+    /// Load a running server with questions (`--stream` also times the first token).
+    Query(bench_load::QueryLoadArgs),
+    /// Load a running server with documents from a corpus; reports acknowledgement latency and
+    /// documents/s until every job is done.
+    Ingest(bench_load::IngestLoadArgs),
 }
 
 #[derive(Subcommand)]
@@ -264,6 +273,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ingest(args) => ingest::run(args).await,
         Command::Search(args) => client::search(args.server, &args.collection, &args.query, args.top_k, &args.mode, args.json).await,
         Command::Ask(args) => client::ask(args.server, &args.collection, &args.question, args.top_k, args.conversation, args.json).await,
+        Command::Bench { command: BenchCommand::Search(args) } => bench_load::search(args).await,
+        Command::Bench { command: BenchCommand::Query(args) } => bench_load::query(args).await,
+        Command::Bench { command: BenchCommand::Ingest(args) } => bench_load::ingest(args).await,
         Command::Bench { command: BenchCommand::Generator(args) } => {
             let settings = load_settings(&sources(cli.config, vec![]))?;
             bench_gen::run(args, settings.models_dir).await

@@ -254,6 +254,8 @@ struct Jwks {
     url: String,
     keys: Arc<std::sync::Mutex<Vec<Value>>>,
     hits: Arc<AtomicUsize>,
+    /// While set, the endpoint answers 503 (an identity provider that is down).
+    failing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 async fn jwks_server(keys: Vec<Value>) -> Jwks {
@@ -261,17 +263,22 @@ async fn jwks_server(keys: Vec<Value>) -> Jwks {
     let url = format!("http://{}/.well-known/jwks.json", listener.local_addr().unwrap());
     let keys = Arc::new(std::sync::Mutex::new(keys));
     let hits = Arc::new(AtomicUsize::new(0));
-    let (k, hi) = (keys.clone(), hits.clone());
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (k, hi, f) = (keys.clone(), hits.clone(), failing.clone());
     tokio::spawn(async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else { return };
-            let (k, hi) = (k.clone(), hi.clone());
+            let (k, hi, f) = (k.clone(), hi.clone(), f.clone());
             tokio::spawn(async move {
                 use tokio::io::AsyncWriteExt;
                 if crate::standin::read_request(&mut stream).await.is_err() {
                     return;
                 }
                 hi.fetch_add(1, Ordering::SeqCst);
+                if f.load(Ordering::SeqCst) {
+                    let _ = stream.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                    return;
+                }
                 let body = json!({"keys": *k.lock().unwrap()}).to_string();
                 let head = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
                 let _ = stream.write_all(head.as_bytes()).await;
@@ -279,7 +286,79 @@ async fn jwks_server(keys: Vec<Value>) -> Jwks {
             });
         }
     });
-    Jwks { url, keys, hits }
+    Jwks { url, keys, hits, failing }
+}
+
+/// Issue 5: the JWKS fetch goes through the outbound stack. With the identity provider down, each
+/// refresh is retried once, the breaker opens after its minimum of failed calls and then no request
+/// reaches the provider; tokens signed with keys fetched before keep working; readiness (still 200:
+/// the JWKS is not critical), `/api/v1/status` and the metrics show the open breaker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_provider_that_is_down_opens_its_breaker_and_known_keys_keep_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwk = |name: &str| serde_json::from_slice::<Value>(&fixture(name)).unwrap();
+    let jwks = jwks_server(vec![jwk("rsa1.jwk.json")]).await;
+    let config = dir.path().join("ragd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[auth]
+enabled = true
+[auth.jwt]
+jwks_url = "{}"
+jwks_cooldown_ms = 50
+[resilience.jwks]
+max_attempts = 2
+backoff_ms = 5
+[resilience.jwks.breaker]
+window_size = 4
+minimum_calls = 2
+failure_rate = 0.9
+wait_in_open_ms = 60000
+"#,
+            jwks.url
+        ),
+    )
+    .unwrap();
+    let s = Server::start_with(&dir.path().join("data"), &[("RAGD_CONFIG", config.to_str().unwrap()), NO_GENERATOR, ("RAGD_RATE_LIMIT__ENABLED", "false")]);
+    let h = &s.http;
+    let u = s.url("/api/v1/collections");
+    let rsa1 = EncodingKey::from_rsa_pem(&fixture("rsa1.pem")).unwrap();
+    let token = |kid: &str| {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(kid.to_owned());
+        let claims = json!({"sub": "ops", "exp": now() + 600, "tenant": "default", "role": "admin"});
+        jsonwebtoken::encode(&header, &claims, &rsa1).unwrap()
+    };
+    let known = token("rsa1");
+    let (st, b, _) = call(h, Method::GET, &u, &Auth::Bearer(&known), None).await;
+    assert_eq!(st, 200, "{b}");
+
+    jwks.failing.store(true, Ordering::SeqCst);
+    let before = jwks.hits.load(Ordering::SeqCst);
+    let mut hits = Vec::new();
+    for i in 0..6 {
+        tokio::time::sleep(Duration::from_millis(80)).await; // past the refresh cooldown
+        let (st, b, _) = call(h, Method::GET, &u, &Auth::Bearer(&token(&format!("made-up-{i}"))), None).await;
+        assert_eq!((st, b["error"]["code"].as_str()), (401, Some("token_key_unknown")), "{b}");
+        hits.push(jwks.hits.load(Ordering::SeqCst) - before);
+    }
+    // The window holds the start-up fetch's success, so two refreshes of two attempts each (one retry
+    // apiece) fill it with failures and open the breaker; the later refreshes reach nobody.
+    assert_eq!(hits, vec![2, 4, 4, 4, 4, 4], "provider requests after each unknown kid");
+    assert_eq!(call(h, Method::GET, &u, &Auth::Bearer(&known), None).await.0, 200, "a key fetched before still verifies");
+
+    let (st, ready) = s.get("/health/ready").await;
+    assert_eq!(st, 200, "{ready}");
+    assert_eq!(ready["checks"]["jwks"]["status"], "down", "{ready}");
+    assert_eq!(ready["checks"]["jwks"]["breaker"]["state"], "open", "{ready}");
+    let (st, status, _) = call(h, Method::GET, &s.url("/api/v1/status"), &Auth::Bearer(&known), None).await;
+    assert_eq!(st, 200, "{status}");
+    assert_eq!(status["breakers"]["jwks"]["state"], "open", "{status}");
+    assert!(status["breakers"]["jwks"]["rejections"].as_u64().unwrap() >= 4, "{status}");
+    let metrics = h.get(format!("{}/metrics", s.admin)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == r#"ragd_breaker_state{dependency="jwks"} 1"#), "no open jwks breaker in /metrics");
 }
 
 // Multi-threaded: the JWKS endpoint must answer ragd's start-up fetch while this thread waits for
@@ -632,4 +711,71 @@ async fn https_serves_http1_and_http2_and_picks_up_a_renewed_certificate() {
     // Plain HTTP on the TLS port is refused.
     let plain = reqwest::get(format!("http://127.0.0.1:{port}/health/live")).await;
     assert!(!plain.is_ok_and(|r| r.status().is_success()));
+}
+
+/// The dashboard's routes keep tenants apart like every other: `/api/v1/jobs` lists only the
+/// caller's tenant's jobs (newest first, filterable by collection), the chunks of another tenant's
+/// document are 404, and `/api/v1/me` reports the caller's allowance without using any of it.
+#[tokio::test]
+async fn jobs_listing_chunks_and_me_are_scoped_to_the_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let acme = create_key(dir.path(), "admin", "acme");
+    let globex = create_key(dir.path(), "admin", "globex");
+    // 100 query requests per 10 hours: no refill during the test, so the counts below are exact.
+    let s = Server::start_with(dir.path(), &[AUTH_ON, NO_GENERATOR, ("RAGD_RATE_LIMIT__QUERY__PERIOD_SECS", "36000")]);
+    let h = &s.http;
+    let text = "First paragraph about granite lighthouses. ".repeat(60) + "\n\n" + &"Second paragraph about keepers and lamps. ".repeat(60);
+    for (key, collection) in [(&acme, "docs"), (&acme, "notes"), (&globex, "docs")] {
+        let (st, b, _) = call(h, Method::POST, &s.url("/api/v1/collections"), &Auth::Bearer(key), Some(json!({"name": collection}))).await;
+        assert_eq!(st, 201, "{b}");
+        let body = json!({"documents": [{"id": "guide", "title": "Guide", "text": text}]});
+        let (st, b, _) = call(h, Method::POST, &s.url(&format!("/api/v1/collections/{collection}/documents?wait=true")), &Auth::Bearer(key), Some(body)).await;
+        assert_eq!((st, b["status"].as_str()), (200, Some("done")), "{b}");
+    }
+
+    let (st, jobs, _) = call(h, Method::GET, &s.url("/api/v1/jobs"), &Auth::Bearer(&acme), None).await;
+    assert_eq!(st, 200, "{jobs}");
+    let listed: Vec<&str> = jobs["jobs"].as_array().unwrap().iter().map(|j| j["collection"].as_str().unwrap()).collect();
+    assert_eq!(listed, ["notes", "docs"], "acme's two jobs, newest first, with public names: {jobs}");
+    let (_, only, _) = call(h, Method::GET, &s.url("/api/v1/jobs?collection=docs&limit=5"), &Auth::Bearer(&acme), None).await;
+    assert_eq!(only["jobs"].as_array().unwrap().len(), 1, "{only}");
+    let (_, theirs, _) = call(h, Method::GET, &s.url("/api/v1/jobs"), &Auth::Bearer(&globex), None).await;
+    assert_eq!(theirs["jobs"].as_array().unwrap().len(), 1, "{theirs}");
+    assert_ne!(theirs["jobs"][0]["id"], only["jobs"][0]["id"]);
+
+    let (st, chunks, _) = call(h, Method::GET, &s.url("/api/v1/collections/docs/documents/guide/chunks?from=0&limit=50"), &Auth::Bearer(&acme), None).await;
+    assert_eq!(st, 200, "{chunks}");
+    let total = chunks["total"].as_u64().unwrap();
+    let list = chunks["chunks"].as_array().unwrap();
+    assert!(total >= 2, "the document has several chunks: {chunks}");
+    assert_eq!(list.len() as u64, total);
+    let indexes: Vec<u64> = list.iter().map(|c| c["chunk_index"].as_u64().unwrap()).collect();
+    assert_eq!(indexes, (0..total).collect::<Vec<_>>(), "in document order");
+    assert!(list[0]["text"].as_str().unwrap().contains("granite"));
+    let (_, tail, _) = call(h, Method::GET, &s.url("/api/v1/collections/docs/documents/guide/chunks?from=1&limit=1"), &Auth::Bearer(&acme), None).await;
+    assert_eq!(tail["chunks"].as_array().unwrap().len(), 1);
+    assert_eq!(tail["chunks"][0]["chunk_index"], 1);
+    // Globex has its own `docs` with a `guide`, but acme's is not reachable under any name.
+    let (st, _, _) = call(h, Method::GET, &s.url("/api/v1/collections/notes/documents/guide/chunks"), &Auth::Bearer(&globex), None).await;
+    assert_eq!(st, 404);
+    let (st, b, _) = call(h, Method::GET, &s.url("/api/v1/collections/docs/documents/missing/chunks"), &Auth::Bearer(&acme), None).await;
+    assert_eq!((st, b["error"]["code"].as_str()), (404, Some("document_not_found")), "{b}");
+
+    // /me: identity and allowance; asking twice uses nothing, a search uses one query request.
+    let (st, me, headers) = call(h, Method::GET, &s.url("/api/v1/me"), &Auth::Bearer(&acme), None).await;
+    assert_eq!(st, 200, "{me}");
+    assert!(headers.get("ratelimit-remaining").is_none(), "/me is not rate-limited");
+    assert_eq!((me["tenant"].as_str(), me["role"].as_str(), me["credential"].as_str()), (Some("acme"), Some("admin"), Some("api_key")));
+    assert_eq!(me["id"].as_str(), Some(format!("key:{}", key_id(&acme)).as_str()));
+    let query_left = |me: &Value| me["rate_limits"]["query"]["remaining"].as_u64().unwrap();
+    let before = query_left(&me);
+    assert_eq!(me["rate_limits"]["query"]["limit"], 100);
+    assert_eq!(query_left(&call(h, Method::GET, &s.url("/api/v1/me"), &Auth::Bearer(&acme), None).await.1), before);
+    let (st, _, headers) = call(h, Method::POST, &s.url("/api/v1/collections/docs/search"), &Auth::Bearer(&acme), Some(json!({"query": "keepers"}))).await;
+    assert_eq!(st, 200);
+    let remaining: u64 = headers["ratelimit-remaining"].to_str().unwrap().parse().unwrap();
+    let after = query_left(&call(h, Method::GET, &s.url("/api/v1/me"), &Auth::Bearer(&acme), None).await.1);
+    assert_eq!((after, remaining), (before - 1, before - 1), "/me agrees with the search's RateLimit-Remaining");
+    let (st, _, _) = call(h, Method::GET, &s.url("/api/v1/me"), &Auth::None, None).await;
+    assert_eq!(st, 401);
 }

@@ -8,3 +8,4 @@ mod gateway;
 mod observability;
 mod standin;
 mod support;
+mod web;
