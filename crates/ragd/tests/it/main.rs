@@ -3,6 +3,7 @@
 
 mod answers;
 mod api;
+mod bench;
 mod durability;
 mod gateway;
 mod observability;

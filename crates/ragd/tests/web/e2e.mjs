@@ -195,6 +195,14 @@ try {
     await shot(`${p}-narrow`);
   }
 
+  // ---- delete the collection ----
+  step = "delete the collection";
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await page.click('#nav a[data-page="collections"]');
+  await page.click('#collections-table tr[data-collection="handbook"] button');
+  await page.locator('#collections-table tr[data-collection="handbook"]').waitFor({ state: "detached" });
+  await page.locator("#collections-empty").waitFor();
+
   step = "console";
   check(problems.length === 0, `no script errors or CSP violations:\n${problems.join("\n")}`);
   console.log(`[e2e] ok: screenshots in ${artifacts}`);
