@@ -88,27 +88,32 @@ pub async fn ready(State(st): State<AppState>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// `GET /api/v1/status` (admin): version, uptime, readiness with every check, the circuit breakers,
-/// unfinished jobs, service-wide totals since start.
+/// `GET /api/v1/status` (admin): version, uptime, readiness with every check, the circuit breakers;
+/// for the operator (the default tenant's admins) also unfinished jobs and service-wide totals.
 pub async fn status(State(st): State<AppState>, axum::Extension(p): axum::Extension<ragd_core::auth::Principal>) -> Response {
     if let Err(e) = p.require(ragd_core::auth::Role::Admin) {
         return crate::error::ApiError(e).into_response();
     }
     let (ready, readiness) = readiness(&st).await;
     let breakers: BTreeMap<String, ragd_core::breaker::BreakerStatus> = st.engine.breakers().into_iter().chain(st.gateway.breakers()).collect();
-    let unfinished = st.engine.unfinished_jobs().await.unwrap_or_default();
-    let count = |s: &str| unfinished.iter().filter(|j| j.status.as_str() == s).count();
-    axum::Json(json!({
+    // Service-wide counts are the operator's (admins of the default tenant): another tenant's admin
+    // would learn other tenants' volume from them.
+    let operator = p.tenant == ragd_core::auth::DEFAULT_TENANT;
+    let mut body = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": st.started.elapsed().as_secs(),
         "ready": ready,
         "readiness": readiness,
         "breakers": breakers,
-        "jobs": {"queued": count("queued"), "running": count("running")},
-        "totals": st.engine.metrics().summary(),
         "auth": {"enabled": st.gateway.auth_enabled()},
-    }))
-    .into_response()
+    });
+    if operator {
+        let unfinished = st.engine.unfinished_jobs().await.unwrap_or_default();
+        let count = |s: &str| unfinished.iter().filter(|j| j.status.as_str() == s).count();
+        body["jobs"] = json!({"queued": count("queued"), "running": count("running")});
+        body["totals"] = json!(st.engine.metrics().summary());
+    }
+    axum::Json(body).into_response()
 }
 
 /// `/metrics` (admin listener): refreshes the gauges read from storage and readiness, then encodes.

@@ -579,7 +579,7 @@ async function loadStatus() {
       ["Jobs queued / running", `${status.jobs.queued} / ${status.jobs.running}`]];
     totals.replaceChildren(...rows.flatMap(([k, v]) => [h("dt", { text: k }), h("dd", { text: v })]));
   } else {
-    totals.replaceChildren(h("dt", { text: "Service-wide figures" }), h("dd", { text: "admin only" }));
+    totals.replaceChildren(h("dt", { text: "Service-wide figures" }), h("dd", { text: "for the operator (admins of the default tenant)" }));
   }
 
   $("#jobs-table tbody").replaceChildren(...jobs.jobs.map((j) => h("tr", { "data-job": j.id },

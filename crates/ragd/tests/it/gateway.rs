@@ -357,6 +357,7 @@ wait_in_open_ms = 60000
     assert_eq!(st, 200, "{status}");
     assert_eq!(status["breakers"]["jwks"]["state"], "open", "{status}");
     assert!(status["breakers"]["jwks"]["rejections"].as_u64().unwrap() >= 4, "{status}");
+    assert!(status["totals"]["requests"].as_u64().unwrap() >= 8, "the operator sees service-wide totals: {status}");
     let metrics = h.get(format!("{}/metrics", s.admin)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.lines().any(|l| l == r#"ragd_breaker_state{dependency="jwks"} 1"#), "no open jwks breaker in /metrics");
 }
@@ -778,4 +779,10 @@ async fn jobs_listing_chunks_and_me_are_scoped_to_the_caller() {
     assert_eq!((after, remaining), (before - 1, before - 1), "/me agrees with the search's RateLimit-Remaining");
     let (st, _, _) = call(h, Method::GET, &s.url("/api/v1/me"), &Auth::None, None).await;
     assert_eq!(st, 401);
+
+    // Service-wide figures are the operator's: a tenant's admin sees readiness and breakers only.
+    let (st, status, _) = call(h, Method::GET, &s.url("/api/v1/status"), &Auth::Bearer(&acme), None).await;
+    assert_eq!(st, 200, "{status}");
+    assert!(status.get("totals").is_none() && status.get("jobs").is_none(), "{status}");
+    assert!(status["breakers"]["embedder"].is_object(), "{status}");
 }
