@@ -523,7 +523,8 @@ fn extract_pdf(bytes: &[u8]) -> Result<ParsedDocument> {
     }
 
     let title = pdf_title(&doc);
-    let page_numbers: Vec<u32> = doc.get_pages().into_keys().collect();
+    let page_objects = doc.get_pages();
+    let page_numbers: Vec<u32> = page_objects.keys().copied().collect();
     if page_numbers.is_empty() {
         return Err(Error::Unparseable("the PDF has no pages".into()));
     }
@@ -534,7 +535,13 @@ fn extract_pdf(bytes: &[u8]) -> Result<ParsedDocument> {
     let mut first_failure: Option<String> = None;
     for page in page_numbers {
         // One page at a time, each guarded: a broken page costs that page's text, not the document's.
-        let raw = match catch_unwind(AssertUnwindSafe(|| pdf_page_text(&doc, page))) {
+        let looped = page_objects.get(&page).is_some_and(|&id| !parent_chain_ends(&doc, id));
+        let extracted = if looped {
+            Ok(Err("the page's /Parent chain loops".to_owned()))
+        } else {
+            catch_unwind(AssertUnwindSafe(|| pdf_page_text(&doc, page)))
+        };
+        let raw = match extracted {
             Ok(Ok(raw)) => raw,
             Ok(Err(reason)) => {
                 tracing::warn!(page, %reason, "could not extract text from PDF page");
@@ -577,6 +584,24 @@ fn extract_pdf(bytes: &[u8]) -> Result<ParsedDocument> {
         markdown: false,
         pages,
     })
+}
+
+/// Whether following /Parent from a page object ends. pdf-extract follows it without a bound when it
+/// looks up an inherited attribute, so a page that is its own ancestor would hang it (found by
+/// `fuzz/`). The page tree is at most a few levels deep in real files.
+fn parent_chain_ends(doc: &pdf_extract::Document, page: (u32, u16)) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    let mut id = page;
+    loop {
+        if !seen.insert(id) || seen.len() > 64 {
+            return false;
+        }
+        let Ok(dict) = doc.get_dictionary(id) else { return true };
+        match dict.get(b"Parent").and_then(|p| p.as_reference()) {
+            Ok(parent) => id = parent,
+            Err(_) => return true,
+        }
+    }
 }
 
 fn pdf_page_text(doc: &pdf_extract::Document, page: u32) -> std::result::Result<String, String> {
@@ -1287,6 +1312,19 @@ mod tests {
         let doc = parse(SourceKind::Pdf, &bytes).expect("the readable page is kept");
         assert!(doc.text.contains("Bananas are yellow"), "{doc:?}");
         assert_eq!(doc.pages.len(), 2);
+    }
+
+    /// Found by `fuzz/` (parse_pdf, a 10 s timeout): page 1's /Parent is itself, and pdf-extract's
+    /// inherited-attribute lookup followed it forever. That page is now skipped with a reason.
+    #[test]
+    fn a_pdf_page_that_is_its_own_parent_does_not_hang_the_parser() {
+        let bytes = fixture("fuzz-pdf-parent-cycle.pdf");
+        let t = std::time::Instant::now();
+        let result = parse(SourceKind::Pdf, &bytes);
+        assert!(t.elapsed() < std::time::Duration::from_secs(5), "took {:?}", t.elapsed());
+        // Its other page has no text either, so the upload is refused (422) and says why.
+        let msg = unparseable(result);
+        assert!(msg.contains("/Parent chain loops"), "{msg}");
     }
 
     #[test]
