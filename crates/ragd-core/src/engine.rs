@@ -116,6 +116,8 @@ pub struct Engine {
     pub(crate) conversations: Conversations,
     /// Query vectors by query text (`search.query_cache_entries`; `None` when 0).
     query_cache: Option<Arc<dyn crate::cache::VectorCache>>,
+    /// The outbound stack around vector-store searches (breaker, retry, cap, `search.timeout_ms`).
+    store_calls: crate::resilience::Outbound,
     pub(crate) metrics: Arc<Metrics>,
     /// Jobs being worked on: last sign of progress and a handle to stop the task (the reaper's view).
     pub(crate) active_jobs: std::sync::Mutex<HashMap<String, (std::time::Instant, tokio::task::AbortHandle)>>,
@@ -135,7 +137,16 @@ impl Engine {
         let conversations = Conversations::new(a.conversation_turns, a.max_conversations, Duration::from_secs(a.conversation_ttl_secs));
         let entries = parts.settings.search.query_cache_entries;
         let query_cache = (entries > 0).then(|| Arc::new(crate::cache::LocalCache::new(entries)) as Arc<dyn crate::cache::VectorCache>);
+        let observer: Arc<dyn crate::breaker::BreakerObserver> = parts.metrics.clone();
+        let store_calls = crate::resilience::Outbound::new(
+            "vector_store",
+            "vector_store",
+            &parts.settings.resilience.vector_store,
+            Duration::from_millis(parts.settings.search.timeout_ms),
+            observer,
+        );
         Arc::new(Engine {
+            store_calls,
             generators: parts.generators,
             conversations,
             query_cache,
@@ -180,6 +191,7 @@ impl Engine {
         if let Some(s) = self.embedder.breaker_status() {
             out.push(("embedder".to_owned(), s));
         }
+        out.push(("vector_store".to_owned(), self.store_calls.breaker().status()));
         for (name, g) in self.generators.all() {
             if let Some(s) = g.breaker_status() {
                 out.push((if name == "default" { "generator".to_owned() } else { format!("generator:{name}") }, s));
@@ -443,31 +455,18 @@ impl Engine {
         };
         let text = (req.mode != SearchMode::Dense).then(|| query.to_owned());
         let t = Instant::now();
-        let deadline = Duration::from_millis(self.settings.search.timeout_ms);
-        let search = self
-            .store
-            .search(
-                collection,
-                StoreQuery {
-                    dense,
-                    text,
-                    filter: req.filter,
-                    limit: top_k,
-                    candidates: self.settings.search.candidates.max(top_k),
-                    rrf_k: self.settings.search.rrf_k,
-                    weights: (self.settings.search.dense_weight, self.settings.search.lexical_weight),
-                },
-            );
-        let results = match tokio::time::timeout(deadline, search).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(Error::Unavailable {
-                    dependency: "vector_store",
-                    message: format!("the search took longer than {} ms", deadline.as_millis()),
-                    retry_after: Some(Duration::from_secs(1)),
-                });
-            }
+        let query = StoreQuery {
+            dense,
+            text,
+            filter: req.filter,
+            limit: top_k,
+            candidates: self.settings.search.candidates.max(top_k),
+            rrf_k: self.settings.search.rrf_k,
+            weights: (self.settings.search.dense_weight, self.settings.search.lexical_weight),
         };
+        // Within `search.timeout_ms` per attempt; a failing store opens its breaker and is then
+        // answered with 503 + Retry-After at once.
+        let results = self.store_calls.call(|| self.store.search(collection, query.clone())).await?;
         timings.search_ms = ms(t);
         self.metrics.observe_stage(Stage::Search, t.elapsed().as_secs_f64());
         self.metrics.count_degraded(&degraded);

@@ -352,6 +352,8 @@ pub struct ResilienceByDependency {
     pub generator: crate::resilience::ResilienceSettings,
     /// The JWKS fetch of `auth.jwt.jwks_url` (while its breaker is open, the keys fetched before are used).
     pub jwks: crate::resilience::ResilienceSettings,
+    /// Vector-store searches (the per-attempt timeout is `search.timeout_ms`).
+    pub vector_store: crate::resilience::ResilienceSettings,
 }
 
 impl Default for ResilienceByDependency {
@@ -369,6 +371,14 @@ impl Default for ResilienceByDependency {
                 max_concurrent: 8,
                 max_attempts: 1,
                 ..ResilienceSettings::default()
+            },
+            vector_store: ResilienceSettings {
+                breaker: BreakerConfig { slow_call_ms: 2_000, wait_in_open_ms: 5_000, ..BreakerConfig::default() },
+                max_concurrent: 256,
+                queue_timeout_ms: 5_000,
+                // An interactive search is not retried: a second attempt would double its deadline.
+                max_attempts: 1,
+                backoff_ms: 50,
             },
             jwks: ResilienceSettings {
                 breaker: BreakerConfig { window_size: 10, minimum_calls: 3, wait_in_open_ms: 30_000, ..BreakerConfig::default() },
@@ -686,6 +696,7 @@ impl Settings {
         p.extend(self.resilience.embedder.problems("resilience.embedder"));
         p.extend(self.resilience.generator.problems("resilience.generator"));
         p.extend(self.resilience.jwks.problems("resilience.jwks"));
+        p.extend(self.resilience.vector_store.problems("resilience.vector_store"));
         if self.answer.max_conversations == 0 {
             p.push("answer.max_conversations must be at least 1".into());
         }

@@ -56,6 +56,8 @@ pub async fn readiness(st: &AppState) -> (bool, serde_json::Value) {
         probe(engine.embedder().ready()),
         futures::future::join_all(generators.iter().map(|(_, g)| probe(g.ready()))),
     );
+    let mut store = store;
+    store.breaker = engine.breakers().into_iter().find(|(n, _)| n == "vector_store").map(|(_, b)| b);
     checks.insert("vector_store".to_owned(), store);
     embedder.breaker = engine.embedder().breaker_status();
     checks.insert("embedder".to_owned(), embedder);

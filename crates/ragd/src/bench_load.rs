@@ -42,7 +42,8 @@ pub struct LoadArgs {
     #[arg(long, default_value = "0ms", value_parser = parse_duration)]
     pub think: Duration,
     /// Closed model: each user starts one request per this interval (sleeping what its answer
-    /// left of it), e.g. 222ms for 4.5 requests/s per user; overrides --think.
+    /// left of it), e.g. 222ms for 4.5 requests/s per user; overrides --think. Users start spread
+    /// over one interval, so their requests do not arrive in bursts.
     #[arg(long, default_value = "0ms", value_parser = parse_duration)]
     pub pace: Duration,
     /// How long to measure (e.g. 30s, 2m).
@@ -201,7 +202,12 @@ async fn drive(args: &LoadArgs, work: Work, stop: Arc<AtomicUsize>) -> (Recorder
             for vu in 0..args.vus.max(1) {
                 let (work, rec, stop) = (work.clone(), rec.clone(), stop.clone());
                 let (think, pace) = (args.think, args.pace);
+                // Users start spread over one pace (or think) interval: started together and kept
+                // on an absolute pace, they would arrive as one burst per interval forever.
+                let spread = if pace.is_zero() { think } else { pace };
+                let offset = spread.mul_f64(vu as f64 / args.vus.max(1) as f64);
                 tasks.spawn(async move {
+                    tokio::time::sleep(offset).await;
                     let mut k: u64 = 0;
                     while Instant::now() < end && stop.load(Ordering::Relaxed) == 0 {
                         let t = Instant::now();

@@ -212,3 +212,25 @@ async fn files_are_parsed_and_bad_files_refused() {
     let (_, info) = s.get("/api/v1/collections/files").await;
     assert_eq!(info["documents"], 4, "refused files left nothing behind: {info}");
 }
+
+/// Issue 5: vector-store searches go through the outbound stack (its failure behaviour — breaker
+/// opening, calls refused at once, hung calls cut at the timeout — is unit-tested on `Outbound` in
+/// ragd-core with a fault-injecting dependency): each search is a call in the `vector_store`
+/// breaker's window, shown by readiness and `/api/v1/status`.
+#[tokio::test]
+async fn vector_store_searches_go_through_their_breaker() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(dir.path(), &[("RAGD_GENERATOR__KIND", "none")]);
+    s.create("kb").await;
+    let (st, b) = s.post("/api/v1/collections/kb/documents?wait=true", json!({"text": "Tides follow the moon."})).await;
+    assert_eq!((st, b["status"].as_str()), (200, Some("done")), "{b}");
+    for mode in ["lexical", "dense", "hybrid"] {
+        let r = s.search("kb", json!({"query": "tides", "mode": mode})).await;
+        assert_eq!(r["results"][0]["text"], "Tides follow the moon.", "{r}");
+    }
+    let (_, status) = s.get("/api/v1/status").await;
+    let breaker = &status["breakers"]["vector_store"];
+    assert_eq!((breaker["state"].as_str(), breaker["calls_in_window"].as_u64()), (Some("closed"), Some(3)), "{status}");
+    let (_, ready) = s.get("/health/ready").await;
+    assert_eq!(ready["checks"]["vector_store"]["breaker"]["calls_in_window"], 3, "{ready}");
+}
