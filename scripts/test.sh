@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 command -v promtool >/dev/null 2>&1 || apt_install "the observability tests scrape ragd with Prometheus and check the shipped rules" prometheus
 command -v curl >/dev/null 2>&1 || apt_install "the HTTPS test checks HTTP/2 with it" curl
-[ -x /usr/bin/chromium ] || apt_install "the web dashboard is tested in a real browser" chromium fonts-dejavu-core
+[ -x /usr/bin/chromium ] || apt_install "the web dashboard is tested in a real browser" chromium fonts-dejavu-core fonts-liberation
 command -v node >/dev/null 2>&1 || apt_install "Playwright drives the browser from Node.js" nodejs npm
 
 echo "==> npm packages of the browser test (playwright-core, from its lock file)"
