@@ -56,6 +56,14 @@ impl EmbeddedStore {
         let inner = Inner { root: root.to_owned(), shards: RwLock::new(HashMap::new()), bm25: Arc::new(bm25) };
         Ok(EmbeddedStore { inner: Arc::new(inner) })
     }
+
+    /// Runs qdrant-edge's optimizers on the collection until they have nothing left to do (merging
+    /// segments, building the HNSW index once a segment passes the indexing threshold), serialised
+    /// with writes. The server does not call it yet (`ragd bench store --optimize` measures it).
+    pub async fn optimize(&self, collection: &str) -> Result<bool> {
+        let (this, c) = (self.inner.clone(), collection.to_owned());
+        blocking(move || this.optimize_blocking(&c)).await
+    }
 }
 
 impl Inner {
@@ -137,6 +145,14 @@ impl Inner {
             std::fs::remove_dir_all(&trash).map_err(Error::internal)?;
         }
         Ok(())
+    }
+
+    fn optimize_blocking(&self, collection: &str) -> Result<bool> {
+        let shard = self.shard(collection)?;
+        let _guard = shard.write.lock();
+        let changed = shard.edge.optimize().map_err(Error::internal)?;
+        shard.edge.flush();
+        Ok(changed)
     }
 
     fn write_blocking(&self, collection: &str, ops: Vec<UpdateOperation>) -> Result<()> {

@@ -4,6 +4,7 @@
 mod app;
 mod bench_gen;
 mod bench_load;
+mod bench_store;
 mod client;
 mod eval;
 mod ingest;
@@ -101,6 +102,8 @@ enum BenchCommand {
     /// Load a running server with documents from a corpus; reports acknowledgement latency and
     /// documents/s until every job is done.
     Ingest(bench_load::IngestLoadArgs),
+    /// Search latency of the embedded store as it grows, on synthetic chunks (no embedder, no server).
+    Store(bench_store::StoreBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -276,6 +279,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench { command: BenchCommand::Search(args) } => bench_load::search(args).await,
         Command::Bench { command: BenchCommand::Query(args) } => bench_load::query(args).await,
         Command::Bench { command: BenchCommand::Ingest(args) } => bench_load::ingest(args).await,
+        Command::Bench { command: BenchCommand::Store(args) } => bench_store::run(args).await,
         Command::Bench { command: BenchCommand::Generator(args) } => {
             let settings = load_settings(&sources(cli.config, vec![]))?;
             bench_gen::run(args, settings.models_dir).await

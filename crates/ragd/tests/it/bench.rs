@@ -64,3 +64,26 @@ async fn ragd_bench_measures_searches_and_ingests_and_fails_on_a_threshold() {
     let (_, c) = s.get("/api/v1/collections/tides").await;
     assert_eq!(c["documents"], 23, "{c}");
 }
+
+/// `ragd bench store`: synthetic chunks straight into an embedded store, searched in every mode at
+/// each size, optionally after the store's optimizers ran.
+#[test]
+fn ragd_bench_store_reports_each_size_and_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ragd"))
+        .args(["bench", "store", "--sizes", "300,600", "--queries", "5", "--optimize", "--json", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.iter().map(|r| r["chunks"].as_u64().unwrap()).collect::<Vec<_>>(), [300, 600]);
+    for r in rows {
+        assert!(r["optimize_s"].is_number(), "{r}");
+        for mode in ["dense", "lexical", "hybrid"] {
+            let p50 = r[mode]["p50_ms"].as_f64().unwrap();
+            assert!(p50 > 0.0 && p50 <= r[mode]["p99_ms"].as_f64().unwrap(), "{r}");
+        }
+    }
+}
