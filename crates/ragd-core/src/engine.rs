@@ -116,7 +116,8 @@ pub struct Engine {
     pub(crate) conversations: Conversations,
     /// Query vectors by query text (`search.query_cache_entries`; `None` when 0).
     query_cache: Option<Arc<dyn crate::cache::VectorCache>>,
-    /// The outbound stack around vector-store searches (breaker, retry, cap, `search.timeout_ms`).
+    /// The outbound stack around vector-store searches (breaker, cap, `search.timeout_ms`; retried
+    /// only if `resilience.vector_store.max_attempts` allows).
     store_calls: crate::resilience::Outbound,
     pub(crate) metrics: Arc<Metrics>,
     /// Jobs being worked on: last sign of progress and a handle to stop the task (the reaper's view).
@@ -185,13 +186,18 @@ impl Engine {
         self.catalog.unfinished_jobs().await
     }
 
+    /// The breaker around vector-store searches.
+    pub fn store_breaker_status(&self) -> crate::breaker::BreakerStatus {
+        self.store_calls.breaker().status()
+    }
+
     /// Every circuit breaker, by dependency: the embedder's and each generator's.
     pub fn breakers(&self) -> Vec<(String, crate::breaker::BreakerStatus)> {
         let mut out = Vec::new();
         if let Some(s) = self.embedder.breaker_status() {
             out.push(("embedder".to_owned(), s));
         }
-        out.push(("vector_store".to_owned(), self.store_calls.breaker().status()));
+        out.push(("vector_store".to_owned(), self.store_breaker_status()));
         for (name, g) in self.generators.all() {
             if let Some(s) = g.breaker_status() {
                 out.push((if name == "default" { "generator".to_owned() } else { format!("generator:{name}") }, s));

@@ -1,11 +1,11 @@
-//! The outbound resilience stack every model dependency goes through:
+//! The outbound resilience stack every dependency call goes through (`Outbound`):
 //! metrics → circuit breaker → retry (idempotent calls only) → concurrency cap → per-attempt timeout.
 //!
-//! - Generators are not retried (an answer may already be streaming); their failures fall back to
-//!   extractive answers upstream.
-//! - Embedders and the JWKS fetch (any idempotent call, through `Outbound`) are retried on
-//!   `Unavailable` with jittered exponential backoff, honouring a `Retry-After`, within a retry budget
-//!   (retries may add at most 20% to the calls, plus a few).
+//! - Generators make single attempts (an answer may already be streaming); their failures fall back
+//!   to extractive answers upstream.
+//! - Embeddings, vector-store searches, JWKS fetches and a shared cache go through `Outbound::call`:
+//!   `Unavailable` is retried up to `max_attempts` with jittered exponential backoff, honouring a
+//!   `Retry-After`, within a retry budget (retries may add at most 20% to the calls, plus a few).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +27,7 @@ pub struct ResilienceSettings {
     /// Calls in flight at once; more wait for a slot up to `queue_timeout_ms`, then are refused.
     pub max_concurrent: usize,
     pub queue_timeout_ms: u64,
-    /// Attempts per call (embedders only; 1 = no retry).
+    /// Attempts per call (1 = no retry; generators always make one).
     pub max_attempts: u32,
     /// First backoff; doubles each attempt, with full jitter.
     pub backoff_ms: u64,
@@ -49,9 +49,9 @@ impl ResilienceSettings {
     }
 }
 
-/// Failures that say the dependency is unwell (they count against its breaker). Bad input does not.
-fn is_dependency_failure(e: &Error) -> bool {
-    matches!(e, Error::Unavailable { .. } | Error::Internal(_))
+/// Whether an outcome says the dependency is unwell (it counts against its breaker). Bad input does not.
+fn failed<T>(r: &Result<T>) -> bool {
+    matches!(r, Err(Error::Unavailable { .. } | Error::Internal(_)))
 }
 
 fn open_error(dependency: &'static str, breaker: &Breaker, retry_after: Duration) -> Error {
@@ -73,27 +73,18 @@ async fn slot(sem: &Arc<Semaphore>, dependency: &'static str, wait: Duration) ->
     }
 }
 
-/// A generator behind a breaker, a concurrency cap and a per-call timeout.
+/// A generator behind the outbound stack, without the retry (an answer may already be streaming).
 pub struct ResilientGenerator {
     inner: Arc<dyn Generator>,
-    breaker: Arc<Breaker>,
-    sem: Arc<Semaphore>,
-    queue_timeout: Duration,
-    timeout: Duration,
+    outbound: Outbound,
 }
 
 impl ResilientGenerator {
     pub fn new(inner: Arc<dyn Generator>, name: &str, s: &ResilienceSettings, timeout: Duration, observer: Arc<dyn BreakerObserver>) -> Self {
-        ResilientGenerator {
-            inner,
-            breaker: Breaker::with_observer(name, s.breaker.clone(), observer),
-            sem: Arc::new(Semaphore::new(s.max_concurrent)),
-            queue_timeout: Duration::from_millis(s.queue_timeout_ms),
-            timeout,
-        }
+        ResilientGenerator { inner, outbound: Outbound::new("generator", name, s, timeout, observer) }
     }
     pub fn breaker(&self) -> &Arc<Breaker> {
-        &self.breaker
+        self.outbound.breaker()
     }
 }
 
@@ -109,25 +100,19 @@ impl Generator for ResilientGenerator {
         self.inner.count_tokens(text)
     }
     async fn generate(&self, req: GenerationRequest, pieces: mpsc::Sender<String>) -> Result<Generated> {
-        let permit = self.breaker.try_acquire().map_err(|r| open_error("generator", &self.breaker, r.retry_after))?;
-        let _slot = slot(&self.sem, "generator", self.queue_timeout).await?;
-        let result = match tokio::time::timeout(self.timeout, self.inner.generate(req, pieces)).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::unavailable("generator", format!("no answer within {} ms", self.timeout.as_millis()))),
-        };
-        match &result {
-            // A client that went away says nothing about the generator's health.
-            Ok(g) if g.finish == FinishReason::Cancelled => drop(permit),
-            Ok(_) => self.breaker.record(permit, false),
-            Err(e) => self.breaker.record(permit, is_dependency_failure(e)),
-        }
-        result
+        self.outbound
+            .attempt(self.inner.generate(req, pieces), |r| match r {
+                // A client that went away says nothing about the generator's health.
+                Ok(g) if g.finish == FinishReason::Cancelled => None,
+                other => Some(failed(other)),
+            })
+            .await
     }
     async fn ready(&self) -> Result<()> {
         self.inner.ready().await
     }
     fn breaker_status(&self) -> Option<BreakerStatus> {
-        Some(self.breaker.status())
+        Some(self.outbound.breaker.status())
     }
 }
 
@@ -169,16 +154,22 @@ impl Outbound {
         retries < calls / 5 + 10
     }
 
-    async fn attempt<T>(&self, call: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    /// One attempt through breaker, cap and timeout. `verdict` says whether its outcome counts as a
+    /// failure for the breaker (`None`: it says nothing about the dependency, and is not recorded).
+    pub async fn attempt<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T>>,
+        verdict: impl FnOnce(&Result<T>) -> Option<bool>,
+    ) -> Result<T> {
         let permit = self.breaker.try_acquire().map_err(|r| open_error(self.dependency, &self.breaker, r.retry_after))?;
         let _slot = slot(&self.sem, self.dependency, Duration::from_millis(self.settings.queue_timeout_ms)).await?;
         let result = match tokio::time::timeout(self.timeout, call).await {
             Ok(r) => r,
             Err(_) => Err(Error::unavailable(self.dependency, format!("no answer within {} ms", self.timeout.as_millis()))),
         };
-        match &result {
-            Ok(_) => self.breaker.record(permit, false),
-            Err(e) => self.breaker.record(permit, is_dependency_failure(e)),
+        match verdict(&result) {
+            Some(failed) => self.breaker.record(permit, failed),
+            None => drop(permit),
         }
         result
     }
@@ -192,7 +183,7 @@ impl Outbound {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let mut attempt = 0;
         loop {
-            match self.attempt(f()).await {
+            match self.attempt(f(), |r| Some(failed(r))).await {
                 Err(Error::Unavailable { retry_after, message, dependency })
                     if attempt + 1 < self.settings.max_attempts && self.breaker.state() != crate::breaker::State::Open && self.may_retry() =>
                 {

@@ -114,13 +114,8 @@ impl Gateway {
         self.auth_enabled
     }
 
-    /// The gateway's outbound breakers (the JWKS fetch's, when configured).
-    pub fn breakers(&self) -> Vec<(String, ragd_core::breaker::BreakerStatus)> {
-        self.jwt.as_ref().and_then(|j| j.breaker_status()).map(|s| ("jwks".to_owned(), s)).into_iter().collect()
-    }
-
-    /// `None` without a JWKS URL; else whether the last JWKS fetch succeeded.
-    pub async fn jwks_health(&self) -> Option<std::result::Result<(), String>> {
+    /// `None` without a JWKS URL; else whether the last JWKS fetch succeeded, with its breaker.
+    pub async fn jwks_health(&self) -> Option<(std::result::Result<(), String>, ragd_core::breaker::BreakerStatus)> {
         match &self.jwt {
             Some(j) => j.jwks_health().await,
             None => None,

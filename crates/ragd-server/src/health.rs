@@ -51,13 +51,12 @@ pub async fn readiness(st: &AppState) -> (bool, serde_json::Value) {
     let mut checks = BTreeMap::new();
     // Every probe at once: readiness answers within one probe timeout, whatever the number of checks.
     let generators = engine.generators().all();
-    let (store, mut embedder, generator_checks) = tokio::join!(
+    let (mut store, mut embedder, generator_checks) = tokio::join!(
         probe(engine.store().ready()),
         probe(engine.embedder().ready()),
         futures::future::join_all(generators.iter().map(|(_, g)| probe(g.ready()))),
     );
-    let mut store = store;
-    store.breaker = engine.breakers().into_iter().find(|(n, _)| n == "vector_store").map(|(_, b)| b);
+    store.breaker = Some(engine.store_breaker_status());
     checks.insert("vector_store".to_owned(), store);
     embedder.breaker = engine.embedder().breaker_status();
     checks.insert("embedder".to_owned(), embedder);
@@ -69,13 +68,12 @@ pub async fn readiness(st: &AppState) -> (bool, serde_json::Value) {
     }
     // The JWKS is not probed here (that would make every probe a request to the identity provider):
     // its check is the last fetch's outcome. Tokens verify with the keys fetched before meanwhile.
-    if let Some(health) = st.gateway.jwks_health().await {
-        let breaker = st.gateway.breakers().into_iter().find(|(n, _)| n == "jwks").map(|(_, b)| b);
-        let (status, error) = match health {
+    if let Some((last, breaker)) = st.gateway.jwks_health().await {
+        let (status, error) = match last {
             Ok(()) => ("ok", None),
             Err(e) => ("down", Some(e)),
         };
-        checks.insert("jwks".to_owned(), Check { status, critical: false, latency_ms: None, error, breaker });
+        checks.insert("jwks".to_owned(), Check { status, critical: false, latency_ms: None, error, breaker: Some(breaker) });
     }
     let ready = checks.values().all(|c| c.status == "ok" || !c.critical);
     let all_ok = checks.values().all(|c| c.status == "ok");
@@ -97,7 +95,10 @@ pub async fn status(State(st): State<AppState>, axum::Extension(p): axum::Extens
         return crate::error::ApiError(e).into_response();
     }
     let (ready, readiness) = readiness(&st).await;
-    let breakers: BTreeMap<String, ragd_core::breaker::BreakerStatus> = st.engine.breakers().into_iter().chain(st.gateway.breakers()).collect();
+    let mut breakers: BTreeMap<String, ragd_core::breaker::BreakerStatus> = st.engine.breakers().into_iter().collect();
+    if let Some((_, jwks)) = st.gateway.jwks_health().await {
+        breakers.insert("jwks".to_owned(), jwks);
+    }
     // Service-wide counts are the operator's (admins of the default tenant): another tenant's admin
     // would learn other tenants' volume from them.
     let operator = p.tenant == ragd_core::auth::DEFAULT_TENANT;

@@ -8,13 +8,12 @@
 //! is open the keys fetched before keep verifying tokens.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
-use std::sync::Arc;
-
 use ragd_core::auth::{Credential, Principal, Role, validate_tenant};
 use ragd_core::breaker::{BreakerObserver, BreakerStatus};
 use ragd_core::resilience::{Outbound, ResilienceSettings};
@@ -82,7 +81,8 @@ impl JwtVerifier {
             };
             configured.push(Key { kid: k.kid.clone(), algorithm: alg, key });
         }
-        let http = reqwest::Client::builder().timeout(JWKS_TIMEOUT).build().map_err(|e| e.to_string())?;
+        // The per-attempt timeout is the outbound stack's (JWKS_TIMEOUT), around send and body.
+        let http = reqwest::Client::builder().build().map_err(|e| e.to_string())?;
         let outbound = Outbound::new("jwks", "jwks", resilience, JWKS_TIMEOUT, observer);
         Ok(JwtVerifier { settings, configured, jwks: RwLock::new(Jwks::default()), refresh: Mutex::new(()), http, outbound })
     }
@@ -95,20 +95,17 @@ impl JwtVerifier {
         }
     }
 
-    /// The JWKS fetch's breaker, when a JWKS URL is configured.
-    pub fn breaker_status(&self) -> Option<BreakerStatus> {
-        self.settings.jwks_url.as_ref().map(|_| self.outbound.breaker().status())
-    }
-
-    /// `None` without a JWKS URL; else whether the last fetch succeeded (and why not).
-    pub async fn jwks_health(&self) -> Option<std::result::Result<(), String>> {
+    /// `None` without a JWKS URL; else whether the last fetch succeeded (and why not), with the
+    /// fetch's breaker.
+    pub async fn jwks_health(&self) -> Option<(std::result::Result<(), String>, BreakerStatus)> {
         self.settings.jwks_url.as_ref()?;
         let jwks = self.jwks.read().await;
-        Some(match (&jwks.last_error, jwks.fetched_at) {
+        let last = match (&jwks.last_error, jwks.fetched_at) {
             (Some(e), _) => Err(e.clone()),
             (None, Some(_)) => Ok(()),
             (None, None) => Err("not fetched yet".into()),
-        })
+        };
+        Some((last, self.outbound.breaker().status()))
     }
 
     /// Verifies a token and maps its claims to a principal.

@@ -123,6 +123,13 @@ struct Sample {
     job: Option<String>,
 }
 
+impl Sample {
+    /// A request with this status and nothing else to report (0: no answer came).
+    fn status(status: u16) -> Sample {
+        Sample { status, first_token: None, documents: 0, job: None }
+    }
+}
+
 /// Makes request number `i`; `None` when there is nothing left to send (ingest: the corpus is in).
 type Work = Arc<dyn Fn(u64) -> BoxFuture<'static, Option<Sample>> + Send + Sync>;
 
@@ -296,7 +303,7 @@ fn load_corpus(path: &PathBuf) -> anyhow::Result<Vec<Value>> {
 
 /// An answer's status; a streamed one is read to its end (and its first token timed).
 async fn finish(resp: Result<reqwest::Response, reqwest::Error>, started: Instant, stream: bool) -> Sample {
-    let mut s = Sample { status: 0, first_token: None, documents: 0, job: None };
+    let mut s = Sample::status(0);
     let Ok(resp) = resp else { return s };
     s.status = resp.status().as_u16();
     if stream && resp.status().is_success() {
@@ -376,7 +383,7 @@ pub async fn ingest(a: IngestLoadArgs) -> anyhow::Result<ExitCode> {
         let count = batch.as_array().map_or(0, Vec::len);
         let r = client.post(&url).header("Idempotency-Key", format!("bench-{n}")).json(&json!({"documents": batch}));
         Box::pin(async move {
-            let Ok(resp) = r.send().await else { return Some(Sample { status: 0, first_token: None, documents: 0, job: None }) };
+            let Ok(resp) = r.send().await else { return Some(Sample::status(0)) };
             let status = resp.status().as_u16();
             let body: Value = resp.json().await.unwrap_or(Value::Null);
             let job = body.get("job_id").and_then(Value::as_str).map(str::to_owned);
@@ -561,7 +568,7 @@ mod tests {
             Box::pin(async move {
                 let _one_at_a_time = gate.lock().await;
                 tokio::time::sleep(Duration::from_millis(if i == 10 { 200 } else { 1 })).await;
-                Some(Sample { status: 200, first_token: None, documents: 0, job: None })
+                Some(Sample::status(200))
             })
         });
         let args = LoadArgs {
