@@ -10,7 +10,7 @@
 # has 50), so the cached figures mostly measure cache hits; the uncached ones are the fair comparison.
 # Prints a table with ratios and leaves every result as JSON in $OUT (default target/bench).
 #
-# Usage: bench/load.sh [DATASET_DIR]      env: DURATION (60s), MODE (hybrid), OUT, BENCH_RAGD (the
+# Usage: bench/load.sh [DATASET_DIR]      env: DURATION (60s), MODE (hybrid), OUT, PYTHON, BENCH_RAGD (the
 #        binary; not RAGD_*: ragd reads every RAGD_* variable as a setting)
 # Needs: a release build (built here if missing; long on 2 cores), the models (`ragd models fetch`),
 #        pip install llama-index-core llama-index-embeddings-huggingface fastapi uvicorn
@@ -22,11 +22,12 @@ MODE="${MODE:-hybrid}"
 MODELS="${RAGD_MODELS_DIR:-$HOME/.cache/ragd/models}"
 OUT="${OUT:-target/bench}"
 RAGD="${BENCH_RAGD:-target/release/ragd}"
+PY="${PYTHON:-python3}"  # the Python that has the peer's packages (e.g. a venv)
 RAGD_PORT=18080
 PEER_PORT=18090
 mkdir -p "$OUT"
 
-python3 -c "import llama_index.core, llama_index.embeddings.huggingface, fastapi, uvicorn" 2>/dev/null || {
+"$PY" -c "import llama_index.core, llama_index.embeddings.huggingface, fastapi, uvicorn" 2>/dev/null || {
   echo "the peer needs: pip install llama-index-core llama-index-embeddings-huggingface fastapi uvicorn" >&2
   exit 1
 }
@@ -80,7 +81,7 @@ scenarios ragd-nocache "$RAGD_PORT"
 stop_ragd
 
 echo "== peer: LlamaIndex ingest (in memory), then FastAPI"
-python3 ../shared/bench/peer_llamaindex.py "$DATASET" "$MODELS/all-MiniLM-L6-v2" --serve "$PEER_PORT" >"$OUT/peer.log" 2>&1 &
+"$PY" ../shared/bench/peer_llamaindex.py "$DATASET" "$MODELS/all-MiniLM-L6-v2" --serve "$PEER_PORT" >"$OUT/peer.log" 2>&1 &
 pids+=($!)
 wait_for "http://127.0.0.1:$PEER_PORT/health/live" 3600 "${pids[-1]}"
 grep -m1 '"peer"' "$OUT/peer.log" >"$OUT/peer-ingest.json"

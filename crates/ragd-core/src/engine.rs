@@ -126,8 +126,12 @@ pub struct Engine {
     queue_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<String>>>,
     /// Finished job ids, for `wait=true` callers.
     pub(crate) finished: broadcast::Sender<String>,
-    /// Serialises writes per collection: a job's upsert+commit, a document delete, a collection drop.
+    /// Serialises writes per collection: a job's upsert+commit, a document delete, a collection drop,
+    /// the store's optimizers.
     write_locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Collections whose store should be optimised, with when (`ingest.optimize_after_ms` after their
+    /// last write; a write pushes it back).
+    optimize_due: std::sync::Mutex<HashMap<String, Instant>>,
 }
 
 impl Engine {
@@ -162,6 +166,7 @@ impl Engine {
             queue_rx: std::sync::Mutex::new(Some(rx)),
             finished,
             write_locks: Default::default(),
+            optimize_due: Default::default(),
         })
     }
 
@@ -229,10 +234,13 @@ impl Engine {
     pub async fn start(self: &Arc<Self>) -> Result<()> {
         for c in self.catalog.list_collections().await? {
             self.store.create_collection(&c.name, c.dimensions).await?;
+            // Written by an earlier run that may have stopped before optimising it.
+            self.written(&c.name);
         }
         let rx = self.queue_rx.lock().expect("queue lock").take();
         let Some(rx) = rx else { return Ok(()) };
         crate::jobs::spawn_workers(self.clone(), rx);
+        spawn_optimizer(self.clone());
         for job in self.catalog.unfinished_jobs().await? {
             tracing::info!(job = %job.id, status = job.status.as_str(), "resuming job");
             let _ = self.queue.send(job.id);
@@ -242,6 +250,14 @@ impl Engine {
 
     pub(crate) fn write_lock(&self, collection: &str) -> Arc<Mutex<()>> {
         self.write_locks.lock().expect("lock map").entry(collection.to_owned()).or_default().clone()
+    }
+
+    /// Records a write to the collection's store: its optimizers run once writes have settled.
+    pub(crate) fn written(&self, collection: &str) {
+        let after = Duration::from_millis(self.settings.ingest.optimize_after_ms);
+        if !after.is_zero() {
+            self.optimize_due.lock().expect("optimize map").insert(collection.to_owned(), Instant::now() + after);
+        }
     }
 
     // ---- collections ---------------------------------------------------------------------------
@@ -418,6 +434,7 @@ impl Engine {
         let _guard = lock.lock().await;
         // Chunks first: if we crash in between, the document is still listed and a retried delete finishes the job.
         self.store.delete_document_chunks(collection, id, 0).await?;
+        self.written(collection);
         if !self.catalog.delete_document(collection, id).await? {
             return Err(Error::document_not_found(collection, id));
         }
@@ -581,4 +598,67 @@ fn prepare(doc: NewDocument) -> Result<PendingDocument> {
     validate_doc_id(&id)?;
     let title = doc.title.or_else(|| parsed.title.clone());
     Ok(PendingDocument { id, title, metadata: doc.metadata, content_hash: hash, source, parsed })
+}
+
+/// Runs the vector store's optimizers on each collection whose writes have settled
+/// (`ingest.optimize_after_ms`), one collection at a time, holding that collection's write lock so no
+/// write interleaves (writes wait; searches go on). Without this the embedded store never builds its
+/// HNSW index and dense search stays exhaustive, linear in the number of chunks.
+fn spawn_optimizer(engine: Arc<Engine>) {
+    let after = Duration::from_millis(engine.settings.ingest.optimize_after_ms);
+    if after.is_zero() {
+        return;
+    }
+    let every = (after / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let due: Vec<String> = {
+                let now = Instant::now();
+                let map = engine.optimize_due.lock().expect("optimize map");
+                map.iter().filter(|(_, at)| **at <= now).map(|(c, _)| c.clone()).collect()
+            };
+            for collection in due {
+                let lock = engine.write_lock(&collection);
+                let _guard = lock.lock().await;
+                {
+                    // A write that landed while we waited for the lock pushed the time back.
+                    let mut map = engine.optimize_due.lock().expect("optimize map");
+                    match map.get(&collection) {
+                        Some(at) if *at <= Instant::now() => map.remove(&collection),
+                        _ => continue,
+                    };
+                }
+                match engine.catalog.get_collection(&collection).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => continue, // dropped meanwhile
+                    Err(e) => {
+                        tracing::warn!(collection = %collection, error = %e, "cannot read the catalog; optimising later");
+                        engine.retry_optimize(&collection);
+                        continue;
+                    }
+                }
+                let t = Instant::now();
+                match engine.store.optimize(&collection).await {
+                    Ok(changed) => {
+                        let secs = t.elapsed().as_secs_f64();
+                        engine.metrics.observe_stage(Stage::Optimize, secs);
+                        tracing::info!(collection = %collection, changed, elapsed_ms = (secs * 1e3) as u64, "store optimised");
+                    }
+                    Err(e) => {
+                        tracing::warn!(collection = %collection, error = %e, "the store's optimizers failed; trying again later");
+                        engine.retry_optimize(&collection);
+                    }
+                }
+            }
+        }
+    });
+}
+
+impl Engine {
+    /// After a failed optimisation: try again in a minute (a write meanwhile schedules it as writes do).
+    fn retry_optimize(&self, collection: &str) {
+        let at = Instant::now() + Duration::from_secs(60);
+        self.optimize_due.lock().expect("optimize map").entry(collection.to_owned()).or_insert(at);
+    }
 }

@@ -247,9 +247,17 @@ async fn ingest_batch(engine: &Engine, record: &CollectionRecord, job: &mut JobR
         });
     }
 
-    // Write phase, serialised per collection with deletes and drops.
+    // Write phase, serialised per collection with deletes, drops and the store's optimizers. Waiting
+    // here (behind an optimisation of a large collection, say) is not a stall: keep the heartbeat.
     let lock = engine.write_lock(&record.name);
-    let _guard = lock.lock().await;
+    let acquire = lock.lock();
+    tokio::pin!(acquire);
+    let _guard = loop {
+        tokio::select! {
+            guard = &mut acquire => break guard,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => heartbeat(engine, &job.id),
+        }
+    };
     if engine.catalog.get_collection(&record.name).await?.is_none() {
         return Err(Error::collection_not_found(&record.name));
     }
@@ -262,6 +270,7 @@ async fn ingest_batch(engine: &Engine, record: &CollectionRecord, job: &mut JobR
     for r in &records {
         engine.store.delete_document_chunks(&record.name, &r.id, r.chunks).await?;
     }
+    engine.written(&record.name);
     for (id, status, chunks) in outcomes {
         if let Some(d) = job.documents.iter_mut().find(|d| d.id == id) {
             d.status = status;

@@ -28,10 +28,12 @@ pub enum Stage {
     Generate,
     /// From a question's arrival to the first piece of its answer.
     Ttft,
+    /// The vector store's optimizers on one collection after its writes settled (off the request path).
+    Optimize,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 8] = [Stage::Parse, Stage::Chunk, Stage::Embed, Stage::Upsert, Stage::Search, Stage::Rerank, Stage::Generate, Stage::Ttft];
+    pub const ALL: [Stage; 9] = [Stage::Parse, Stage::Chunk, Stage::Embed, Stage::Upsert, Stage::Search, Stage::Rerank, Stage::Generate, Stage::Ttft, Stage::Optimize];
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Parse => "parse",
@@ -42,6 +44,7 @@ impl Stage {
             Stage::Rerank => "rerank",
             Stage::Generate => "generate",
             Stage::Ttft => "ttft",
+            Stage::Optimize => "optimize",
         }
     }
 }

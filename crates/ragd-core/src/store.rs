@@ -55,4 +55,11 @@ pub trait VectorStore: Send + Sync + 'static {
     async fn count(&self, collection: &str, doc_id: Option<&str>) -> Result<u64>;
     /// Probe for `/health/ready`.
     async fn ready(&self) -> Result<()>;
+    /// Runs the store's own maintenance on a collection (segment merges, index building) until it has
+    /// nothing left to do; true when something changed. The engine calls it once a collection's writes
+    /// have settled, never concurrently with a write to that collection. Stores that maintain
+    /// themselves keep this default.
+    async fn optimize(&self, _collection: &str) -> Result<bool> {
+        Ok(false)
+    }
 }

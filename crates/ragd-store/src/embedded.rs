@@ -57,13 +57,6 @@ impl EmbeddedStore {
         Ok(EmbeddedStore { inner: Arc::new(inner) })
     }
 
-    /// Runs qdrant-edge's optimizers on the collection until they have nothing left to do (merging
-    /// segments, building the HNSW index once a segment passes the indexing threshold), serialised
-    /// with writes. The server does not call it yet (`ragd bench store --optimize` measures it).
-    pub async fn optimize(&self, collection: &str) -> Result<bool> {
-        let (this, c) = (self.inner.clone(), collection.to_owned());
-        blocking(move || this.optimize_blocking(&c)).await
-    }
 }
 
 impl Inner {
@@ -367,6 +360,14 @@ impl VectorStore for EmbeddedStore {
             Ok(n as u64)
         })
         .await
+    }
+
+    /// Runs qdrant-edge's optimizers until they have nothing left to do (merging segments, building
+    /// the HNSW index once a segment passes the indexing threshold, vacuuming deleted points),
+    /// holding the shard's write mutex, then flushes. Searches go on meanwhile.
+    async fn optimize(&self, collection: &str) -> Result<bool> {
+        let (this, c) = (self.inner.clone(), collection.to_owned());
+        blocking(move || this.optimize_blocking(&c)).await
     }
 
     async fn ready(&self) -> Result<()> {

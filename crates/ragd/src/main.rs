@@ -2,6 +2,7 @@
 //! The environment is read here and nowhere else.
 
 mod app;
+mod bench_embed;
 mod bench_gen;
 mod bench_load;
 mod bench_store;
@@ -104,6 +105,8 @@ enum BenchCommand {
     Ingest(bench_load::IngestLoadArgs),
     /// Search latency of the embedded store as it grows, on synthetic chunks (no embedder, no server).
     Store(bench_store::StoreBenchArgs),
+    /// Throughput of the built-in embedder alone on texts from a file (texts/s, tokens/s, one query's latency).
+    Embed(bench_embed::EmbedBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -280,6 +283,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench { command: BenchCommand::Query(args) } => bench_load::query(args).await,
         Command::Bench { command: BenchCommand::Ingest(args) } => bench_load::ingest(args).await,
         Command::Bench { command: BenchCommand::Store(args) } => bench_store::run(args).await,
+        Command::Bench { command: BenchCommand::Embed(args) } => {
+            let settings = load_settings(&sources(cli.config, vec![]))?;
+            bench_embed::run(args, settings.models_dir).await
+        }
         Command::Bench { command: BenchCommand::Generator(args) } => {
             let settings = load_settings(&sources(cli.config, vec![]))?;
             bench_gen::run(args, settings.models_dir).await

@@ -141,9 +141,11 @@ async fn concurrent_requests_get_their_own_vectors() {
     for (r, (seq, conc)) in sequential.iter().zip(&concurrent).enumerate() {
         assert_eq!(seq.len(), conc.len(), "request {r}");
         for (i, (a, b)) in seq.iter().zip(conc).enumerate() {
-            // Batch shapes differ, so summation order may too: equal up to float noise, and nearest to its own.
+            // Batch shapes differ, so summation order may too, and a forward pass of a few tokens multiplies by
+            // bfloat16-rounded weights (the big batches by f32 ones): equal up to that noise, and nearest to its own.
             let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-            assert!(diff < 1e-4, "request {r} text {i}: max difference {diff}");
+            assert!(diff < 1.5e-3, "request {r} text {i}: max difference {diff}");
+            assert!(cosine(a, b) > 0.99995, "request {r} text {i}: cosine {}", cosine(a, b));
             let best = all_seq
                 .iter()
                 .enumerate()

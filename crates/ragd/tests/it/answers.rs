@@ -447,7 +447,9 @@ async fn real_llama_cpp_server_as_the_openai_generator() {
 async fn ragd_ask_streams_an_answer_and_cites_the_right_doc() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    // A small fixed handbook: the repository's own docs change with the code, and a 270M model
+    // answering over them is distracted by whichever new passage ranks second.
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/handbook");
     let ingest = Command::new(env!("CARGO_BIN_EXE_ragd"))
         .args(["ingest", "--collection", "docs", "--server", &server.base])
         .arg(&docs)
@@ -462,7 +464,7 @@ async fn ragd_ask_streams_an_answer_and_cites_the_right_doc() {
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let (answer, sources) = stdout.split_once("\nSources:\n").unwrap_or_else(|| panic!("no sources listed:\n{stdout}"));
     assert!(answer.contains("data folder"), "{stdout}");
-    assert!(sources.contains("durability.md"), "{stdout}");
+    assert!(sources.contains("storage.md"), "{stdout}");
 }
 
 /// Issue 5, S1: 20 clients ask while the generator is killed. Every answer is a 200 (extractive,

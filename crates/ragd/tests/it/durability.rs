@@ -131,3 +131,59 @@ async fn a_job_that_makes_no_progress_is_retried_then_failed_with_a_reason() {
     assert_eq!(job["attempts"], 2, "{job}");
     assert_eq!(job["documents"][0]["status"], "failed", "{job}");
 }
+
+/// `ragd_stage_duration_seconds_count{stage="optimize"}` from the admin listener.
+async fn optimizations(s: &Server) -> f64 {
+    let text = s.http.get(format!("{}/metrics", s.admin)).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("ragd_stage_duration_seconds_count{stage=\"optimize\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn wait_optimizations(s: &Server, at_least: f64) {
+    let t = Instant::now();
+    while optimizations(s).await < at_least {
+        assert!(t.elapsed() < Duration::from_secs(30), "the store was not optimised {at_least} time(s) within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Once writes settle, the store's optimizers run on the collection (off the request path); what they
+/// rewrite keeps every chunk exactly once, deletions included, across a SIGKILL and restart.
+#[tokio::test]
+async fn the_store_is_optimised_after_writes_settle_and_keeps_every_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("RAGD_GENERATOR__KIND", "none"), ("RAGD_INGEST__OPTIMIZE_AFTER_MS", "300")];
+    let mut s = Server::start_with(dir.path(), &env);
+    s.create("kb").await;
+    assert_eq!(optimizations(&s).await, 0.0, "nothing written yet, nothing to optimise");
+    for round in 0..3 {
+        let docs: Vec<Value> = (0..40)
+            .map(|i| json!({"id": format!("doc-{round}-{i}"), "text": format!("Round {round}, note {i}: the {} lighthouse keeper logs the weather.", ["north", "south", "east", "west"][i % 4])}))
+            .collect();
+        let (st, b) = s.post("/api/v1/collections/kb/documents?wait=true", json!({ "documents": docs })).await;
+        assert_eq!(st, 200, "{b}");
+    }
+    wait_optimizations(&s, 1.0).await;
+    let (st, _) = s.delete("/api/v1/collections/kb/documents/doc-0-7").await;
+    assert_eq!(st, 204);
+    wait_optimizations(&s, 2.0).await;
+
+    every_chunk_once(&s).await;
+    s.kill9();
+    s.restart();
+    every_chunk_once(&s).await;
+}
+
+/// 120 documents were ingested and `doc-0-7` deleted: 119 left, none twice, the deleted one gone.
+async fn every_chunk_once(s: &Server) {
+    let (_, info) = s.get("/api/v1/collections/kb").await;
+    assert_eq!((info["documents"].as_u64(), info["chunks"].as_u64()), (Some(119), Some(119)), "{info}");
+    let hits = s.search("kb", json!({"query": "Round 2, note 7: the west lighthouse keeper logs the weather.", "top_k": 100, "mode": "dense"})).await;
+    let ids: Vec<&str> = hits["results"].as_array().unwrap().iter().map(|h| h["doc_id"].as_str().unwrap()).collect();
+    let unique: std::collections::HashSet<&&str> = ids.iter().collect();
+    assert_eq!((ids.len(), unique.len()), (100, 100), "a chunk came back twice: {ids:?}");
+    assert!(!ids.contains(&"doc-0-7"), "a deleted document came back");
+    assert_eq!(ids[0], "doc-2-7", "{ids:?}");
+}
