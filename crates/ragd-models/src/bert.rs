@@ -13,13 +13,16 @@
 //! Parallelism is coarse: each projection is split into a few single-threaded GEMMs (by rows or by columns, see
 //! `par_linear`), attention into (text, head) tasks.
 //!
-//! Measured (`cargo run --release -p ragd-models --example bench`; 256 msmarco-like passages of 91 tokens on
-//! average, batches of 32, 2-core AMD EPYC VM shared with other builds, so wall times vary by ±20%):
-//! - this encoder: 38–55 texts/s, 8.3–8.8 CPU-seconds per 256 passages; one short query 8–12 ms;
-//! - sentence-transformers 6.2 / torch 2.15 (2 threads), same texts, same minutes: 34–48 texts/s, 9.3–12 CPU-s,
-//!   one short query 13–41 ms;
-//! - candle 0.11.1's `BertModel` (an earlier version of this crate), at a busier time: 9–10 texts/s, ~27 CPU-s,
-//!   when torch did 19–22 texts/s, ~11 CPU-s.
+//! Queries (a handful of tokens) take another path: `linear_few_rows` over int8 copies of the weights, laid out
+//! for streaming (see `Blocked`). For so few rows the work is reading the weights, not multiplying them.
+//!
+//! Measured with `bench/embed.sh` (same texts, alternating with the peer:
+//! sentence-transformers 6.2.0 / torch 2.15.0 on 2 threads; test build of ragd — ragd-models and its maths crates
+//! optimised; 2-core AMD EPYC VM), 2026-11-28:
+//! - 5,000 short sentences (25.6 tokens): 160.6 texts/s vs 115.6 (1.39×), 58 vs 85 CPU-seconds;
+//! - 640 chunks of 200 words (254 tokens): 13.6 texts/s vs 14.5 (0.94×), 88 vs 86 CPU-seconds;
+//! - one short query alone: 4.2–4.3 ms vs 20–22 ms. The same query took 9–10 ms with bfloat16 weights read row
+//!   piece by row piece, and 8–12 ms with the f32 weights before that.
 
 use std::path::Path;
 
@@ -56,16 +59,16 @@ struct LayerNorm {
 /// in f32 for the GEMMs of batches, and rounded to bfloat16 for the few-rows path of queries (see `linear_few_rows`).
 struct Linear {
     w: Array2<f32>,
-    /// `w` rounded to bfloat16 (the upper half of each f32), same layout.
-    w16: Vec<u16>,
+    /// `w` quantised to int8 per output column, for the few-rows path (see `Blocked`).
+    q: Blocked,
     b: Vec<f32>,
 }
 
 impl Linear {
     fn new(w: Array2<f32>, b: Vec<f32>) -> Linear {
         let w = w.as_standard_layout().into_owned();
-        let w16 = w.iter().map(|&v| to_bf16(v)).collect();
-        Linear { w, w16, b }
+        let q = Blocked::new(&w);
+        Linear { w, q, b }
     }
 }
 
@@ -395,8 +398,8 @@ fn par_linear(x: &[f32], lin: &Linear, out: &mut [f32], rows: usize) {
     let x = ArrayView2::from_shape((rows, k), x).expect("linear input shape");
     let mut out = ArrayViewMut2::from_shape((rows, n), out).expect("linear output shape");
     if rows <= FEW_ROWS {
-        // Columns split into tasks of a multiple of 8 (whole vectors).
-        let width = if threads == 1 { n } else { n.div_ceil(tasks).next_multiple_of(8) };
+        // Columns split into tasks of whole blocks.
+        let width = if threads == 1 { n } else { n.div_ceil(tasks).next_multiple_of(BLOCK) };
         let mut parts = Vec::with_capacity(tasks);
         let mut rest = out;
         let mut start = 0;
@@ -408,7 +411,7 @@ fn par_linear(x: &[f32], lin: &Linear, out: &mut [f32], rows: usize) {
             start += wdt;
         }
         parts.into_par_iter().for_each(|(start, wdt, mut part)| {
-            linear_few_rows(&x, &lin.w16, n, start..start + wdt, &b[start..start + wdt], &mut part);
+            linear_few_rows(&x, &lin.q, start / BLOCK..(start + wdt).div_ceil(BLOCK), &b[start..start + wdt], &mut part);
         });
     } else if threads == 1 {
         linear(&x, &w.view(), b, &mut out);
@@ -439,78 +442,116 @@ fn par_linear(x: &[f32], lin: &Linear, out: &mut [f32], rows: usize) {
     }
 }
 
-/// Up to this many rows (a query is ~10 tokens), `linear_few_rows` beats the packed GEMM.
-const FEW_ROWS: usize = 24;
+/// Up to this many rows (a query is ~10 tokens; concurrent queries are batched), `linear_few_rows` beats the packed
+/// GEMM. Measured (`ragd bench embed --batch 2|4` on short sentences): at ~50 rows the streaming int8 pass embedded
+/// 109 texts/s against the GEMM's 99, at ~100 rows 112 against 124; 64 sits between the two.
+const FEW_ROWS: usize = 64;
 
-/// f32 → bfloat16, rounding to nearest even (weights are finite).
-fn to_bf16(v: f32) -> u16 {
-    let bits = v.to_bits();
-    ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) as u16
+/// Columns per block of a [`Blocked`] weight: 64 int8 weights are one cache line, 64 f32 sums eight AVX registers.
+const BLOCK: usize = 64;
+
+/// Rows sharing one scale per column in a [`Blocked`] weight. One scale per whole column was too coarse: a
+/// one-word query's vector fell to cosine 0.9985 from sentence-transformers' (the tests ask for 0.999).
+const GROUP: usize = 32;
+
+/// A `(in, out)` weight quantised to int8, symmetric, with one scale per column and group of [`GROUP`] rows
+/// (`w[k][j] ≈ q[k][j] · scale[k / GROUP][j]`), laid out in blocks of [`BLOCK`] columns, each block's rows one
+/// after another, so that a task multiplying by a range of columns reads one contiguous stretch of memory from
+/// start to end (the hardware prefetcher keeps up), where the row-major f32 weight would make it read short pieces
+/// of every row, four times the bytes.
+struct Blocked {
+    /// `blocks × in × BLOCK`; the last block is padded with zeros.
+    q: Vec<i8>,
+    /// `blocks × groups × BLOCK`, padding columns 1.
+    scale: Vec<f32>,
+    rows: usize,
+    cols: usize,
 }
 
-/// `out = x · w[:, cols] + b` for a handful of rows, with `w` in bfloat16 (`w16`, row-major, `n` columns).
+impl Blocked {
+    fn new(w: &Array2<f32>) -> Blocked {
+        let (k, n) = w.dim();
+        let (blocks, groups) = (n.div_ceil(BLOCK), k.div_ceil(GROUP));
+        let at = |blk: usize, g: usize, j: usize| (blk * groups + g) * BLOCK + j;
+        let mut scale = vec![0f32; blocks * groups * BLOCK];
+        for ((r, c), &v) in w.indexed_iter() {
+            let s = &mut scale[at(c / BLOCK, r / GROUP, c % BLOCK)];
+            *s = s.max(v.abs());
+        }
+        scale.iter_mut().for_each(|s| *s = if *s > 0.0 { *s / 127.0 } else { 1.0 });
+        let mut q = vec![0i8; blocks * k * BLOCK];
+        for ((r, c), &v) in w.indexed_iter() {
+            let (blk, j) = (c / BLOCK, c % BLOCK);
+            q[(blk * k + r) * BLOCK + j] = (v / scale[at(blk, r / GROUP, j)]).round().clamp(-127.0, 127.0) as i8;
+        }
+        Blocked { q, scale, rows: k, cols: n }
+    }
+
+    /// Row `r` of block `blk`, dequantised to f32 (vectorises to sign extensions, conversions and multiplies).
+    #[inline(always)]
+    fn row(&self, blk: usize, r: usize) -> [f32; BLOCK] {
+        let at = (blk * self.rows + r) * BLOCK;
+        let q: &[i8; BLOCK] = self.q[at..at + BLOCK].try_into().expect("a whole block row");
+        let s_at = (blk * self.rows.div_ceil(GROUP) + r / GROUP) * BLOCK;
+        let s: &[f32; BLOCK] = self.scale[s_at..s_at + BLOCK].try_into().expect("a whole block of scales");
+        std::array::from_fn(|j| q[j] as f32 * s[j])
+    }
+}
+
+/// `out = x · w[:, blocks] + b` for a handful of rows (a query's tokens), with the int8 weight `w`.
 ///
 /// A GEMM copies ("packs") all of `w` before multiplying, which for a few rows costs more than the multiplication;
-/// this streams each row of `w` once instead, while the few output rows stay in cache. Streaming the weights is
-/// then what a query costs: 42 MB of f32 per forward pass, more than this machine's L3, so every query read them
-/// from memory. In bfloat16 they are half that and stay cached between queries; each group of four weight rows is
-/// widened to f32 once into a small buffer and reused for every row of `x`. Measured on 10-token queries: see the
-/// module docs. Rounding costs ~0.4 % relative error per weight; the vectors stay within the cosine bound the
-/// tests check against sentence-transformers.
+/// this streams the weights once instead. Streaming them is then what a query costs: perf showed most of the time
+/// stalled on weight loads when they were f32 (42 MB per forward pass, more than this machine's caches) read row
+/// piece by row piece. Here they are int8 (10.6 MB, plus 1.3 MB of scales) read front to back, each group of four
+/// rows dequantised to f32 once and used for every row of `x`, the sums of a block (rows × 64 floats) kept in L1.
+/// The vectors stay within the cosine bound the tests check against sentence-transformers.
 fn linear_few_rows(
     x: &ArrayView2<f32>,
-    w16: &[u16],
-    n: usize,
-    cols: std::ops::Range<usize>,
+    w: &Blocked,
+    blocks: std::ops::Range<usize>,
     b: &[f32],
     out: &mut ArrayViewMut2<f32>,
 ) {
     let k = x.ncols();
-    let wdt = cols.len();
+    debug_assert_eq!(k, w.rows);
+    let xs: Vec<&[f32]> = x.rows().into_iter().map(|r| r.to_slice().expect("contiguous input row")).collect();
     let mut outs: Vec<&mut [f32]> = out
         .rows_mut()
         .into_iter()
         .map(|r| r.into_slice().expect("contiguous row"))
         .collect();
-    for o in outs.iter_mut() {
-        o.copy_from_slice(b);
-    }
-    let xs: Vec<&[f32]> = x.rows().into_iter().map(|r| r.to_slice().expect("contiguous input row")).collect();
-    let row16 = |kk: usize| &w16[kk * n + cols.start..kk * n + cols.end];
-    let mut buf = vec![0f32; 4 * wdt];
-    // Four rows of `w` per pass: each output element is loaded and stored once per four multiply-adds, not per one.
-    let mut kk = 0;
-    while kk + 4 <= k {
-        for (j, dst) in buf.chunks_exact_mut(wdt).enumerate() {
-            widen(row16(kk + j), dst);
+    let mut acc = vec![[0f32; BLOCK]; xs.len()];
+    let first = blocks.start;
+    for blk in blocks {
+        acc.iter_mut().for_each(|a| *a = [0.0; BLOCK]);
+        let mut kk = 0;
+        while kk + 4 <= k {
+            let (w0, w1, w2, w3) = (w.row(blk, kk), w.row(blk, kk + 1), w.row(blk, kk + 2), w.row(blk, kk + 3));
+            for (a, xr) in acc.iter_mut().zip(&xs) {
+                let (a0, a1, a2, a3) = (xr[kk], xr[kk + 1], xr[kk + 2], xr[kk + 3]);
+                for j in 0..BLOCK {
+                    a[j] += a0 * w0[j] + a1 * w1[j] + a2 * w2[j] + a3 * w3[j];
+                }
+            }
+            kk += 4;
         }
-        let (w0, rest) = buf.split_at(wdt);
-        let (w1, rest) = rest.split_at(wdt);
-        let (w2, w3) = rest.split_at(wdt);
-        for (o, xr) in outs.iter_mut().zip(&xs) {
-            let (a0, a1, a2, a3) = (xr[kk], xr[kk + 1], xr[kk + 2], xr[kk + 3]);
-            // Zipped iterators: no bounds checks, no reloads through `o`, so the loop vectorises.
-            let o: &mut [f32] = o;
-            for ((((o, w0), w1), w2), w3) in o.iter_mut().zip(w0).zip(w1).zip(w2).zip(w3) {
-                *o += a0 * w0 + a1 * w1 + a2 * w2 + a3 * w3;
+        for kk in kk..k {
+            let w0 = w.row(blk, kk);
+            for (a, xr) in acc.iter_mut().zip(&xs) {
+                for j in 0..BLOCK {
+                    a[j] += xr[kk] * w0[j];
+                }
             }
         }
-        kk += 4;
-    }
-    for kk in kk..k {
-        let w0 = &mut buf[..wdt];
-        widen(row16(kk), w0);
-        for (o, xr) in outs.iter_mut().zip(&xs) {
-            let a = xr[kk];
-            o.iter_mut().zip(w0.iter()).for_each(|(o, w)| *o += a * w);
+        // This block's columns within `out` (the last block of the matrix may be partial).
+        let lo = (blk - first) * BLOCK;
+        let width = BLOCK.min(w.cols - blk * BLOCK);
+        for (o, a) in outs.iter_mut().zip(&acc) {
+            for ((o, a), b) in o[lo..lo + width].iter_mut().zip(a).zip(&b[lo..lo + width]) {
+                *o = a + b;
+            }
         }
-    }
-}
-
-/// bfloat16 → f32 is exact: the 16 bits become the upper half of the f32 (vectorises to a widen and a shift).
-fn widen(src: &[u16], dst: &mut [f32]) {
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d = f32::from_bits((s as u32) << 16);
     }
 }
 
@@ -645,28 +686,30 @@ mod tests {
 
     #[test]
     fn few_rows_path_equals_the_gemm_path() {
-        // Deterministic pseudo-random values; 7 inner rows exercise the remainder after the groups of four.
+        // Deterministic pseudo-random values; 39 inner rows exercise the remainder after the groups of four.
         let val = |i: usize| ((i * 2_654_435_761) % 1000) as f32 / 500.0 - 1.0;
         let x = Array2::from_shape_fn((5, 39), |(r, c)| val(r * 39 + c));
-        let w = Array2::from_shape_fn((39, 24), |(r, c)| val(7 + r * 24 + c));
-        let b: Vec<f32> = (0..24).map(|i| val(3 * i)).collect();
-        let mut a = Array2::zeros((5, 24));
-        let mut c = Array2::zeros((5, 16));
-        // The GEMM on the bfloat16-rounded weights, against the few-rows path on a column slice of them.
-        let w16: Vec<u16> = w.iter().map(|&v| to_bf16(v)).collect();
-        let rounded = Array2::from_shape_fn((39, 24), |(r, c)| f32::from_bits((w16[r * 24 + c] as u32) << 16));
-        linear(&x.view(), &rounded.view(), &b, &mut a.view_mut());
-        linear_few_rows(&x.view(), &w16, 24, 8..24, &b[8..24], &mut c.view_mut());
+        // The GEMM on the dequantised weights, against the few-rows path on the last block of them (columns
+        // 64..100 of 100: a partial block).
+        let w = Array2::from_shape_fn((39, 100), |(r, c)| val(7 + r * 100 + c));
+        let b: Vec<f32> = (0..100).map(|i| val(3 * i)).collect();
+        let q = Blocked::new(&w);
+        let deq = Array2::from_shape_fn((39, 100), |(r, c)| q.row(c / BLOCK, r)[c % BLOCK]);
+        let mut a = Array2::zeros((5, 100));
+        let mut c = Array2::zeros((5, 36));
+        linear(&x.view(), &deq.view(), &b, &mut a.view_mut());
+        linear_few_rows(&x.view(), &q, 1..2, &b[64..100], &mut c.view_mut());
         for r in 0..5 {
-            for j in 0..16 {
-                let (p, q) = (a[[r, j + 8]], c[[r, j]]);
+            for j in 0..36 {
+                let (p, q) = (a[[r, j + 64]], c[[r, j]]);
                 assert!((p - q).abs() < 1e-5, "{p} vs {q}");
             }
         }
-        // Rounding to bfloat16 stays within half its ulp (2^-8 relative).
-        for (&v, &h) in w.iter().zip(&w16) {
-            let back = f32::from_bits((h as u32) << 16);
-            assert!((back - v).abs() <= v.abs() / 256.0 + 1e-30, "{v} -> {back}");
+        // Quantisation error stays within half a step of the group's scale for that column.
+        let groups = 39usize.div_ceil(GROUP);
+        for ((r, c), &v) in w.indexed_iter() {
+            let step = q.scale[((c / BLOCK) * groups + r / GROUP) * BLOCK + c % BLOCK];
+            assert!((deq[[r, c]] - v).abs() <= step / 2.0 + 1e-7, "{v} -> {}", deq[[r, c]]);
         }
     }
 

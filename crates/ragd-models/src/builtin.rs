@@ -1,4 +1,4 @@
-//! The built-in embedder: all-MiniLM-L6-v2 on the CPU (f32, see `bert`), with sentence-transformers' exact semantics and
+//! The built-in embedder: all-MiniLM-L6-v2 on the CPU (f32; int8 weights for a query's few tokens; see `bert`), with sentence-transformers' exact semantics and
 //! a dedicated worker thread that batches concurrent requests together.
 //!
 //! Semantics, matching `SentenceTransformer("all-MiniLM-L6-v2").encode(texts, normalize_embeddings=True)`:

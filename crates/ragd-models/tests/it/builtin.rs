@@ -70,7 +70,9 @@ async fn matches_sentence_transformers() {
         assert!(c >= 0.999, "{:?}: cosine to sentence-transformers {c}", item.text);
     }
     eprintln!("lowest cosine to sentence-transformers: {worst}");
-    // One at a time too: a lone text is padded differently from the batch above.
+    // One at a time too: a lone text is padded differently from the batch above, and a forward pass of a few
+    // tokens multiplies by int8 weights (grouped scales) instead of f32 ones.
+    let mut worst_alone = 1f32;
     for item in &f.items {
         let v = e
             .embed(vec![item.text.clone()], EmbedKind::Query)
@@ -78,8 +80,10 @@ async fn matches_sentence_transformers() {
             .unwrap()
             .remove(0);
         let c = cosine(&v, &item.embedding);
+        worst_alone = worst_alone.min(c);
         assert!(c >= 0.999, "{:?} alone: cosine {c}", item.text);
     }
+    eprintln!("lowest cosine to sentence-transformers, one text at a time: {worst_alone}");
 }
 
 #[test]
@@ -142,10 +146,10 @@ async fn concurrent_requests_get_their_own_vectors() {
         assert_eq!(seq.len(), conc.len(), "request {r}");
         for (i, (a, b)) in seq.iter().zip(conc).enumerate() {
             // Batch shapes differ, so summation order may too, and a forward pass of a few tokens multiplies by
-            // bfloat16-rounded weights (the big batches by f32 ones): equal up to that noise, and nearest to its own.
+            // int8 weights (the big batches by f32 ones): equal up to that noise, and nearest to its own.
             let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-            assert!(diff < 1.5e-3, "request {r} text {i}: max difference {diff}");
-            assert!(cosine(a, b) > 0.99995, "request {r} text {i}: cosine {}", cosine(a, b));
+            assert!(diff < 5e-3, "request {r} text {i}: max difference {diff}");
+            assert!(cosine(a, b) > 0.9995, "request {r} text {i}: cosine {}", cosine(a, b));
             let best = all_seq
                 .iter()
                 .enumerate()
