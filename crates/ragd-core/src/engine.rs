@@ -601,7 +601,7 @@ fn prepare(doc: NewDocument) -> Result<PendingDocument> {
 }
 
 /// Runs the vector store's optimizers on each collection whose writes have settled
-/// (`ingest.optimize_after_ms`), one collection at a time, holding that collection's write lock so no
+/// (`ingest.optimize_after_ms` without a write, and no job running), one collection at a time, holding that collection's write lock so no
 /// write interleaves (writes wait; searches go on). Without this the embedded store never builds its
 /// HNSW index and dense search stays exhaustive, linear in the number of chunks.
 fn spawn_optimizer(engine: Arc<Engine>) {
@@ -613,6 +613,10 @@ fn spawn_optimizer(engine: Arc<Engine>) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
+            // While jobs run, more writes are coming: a pause between two of their batches is not the end.
+            if !engine.active_jobs.lock().expect("active jobs").is_empty() {
+                continue;
+            }
             let due: Vec<String> = {
                 let now = Instant::now();
                 let map = engine.optimize_due.lock().expect("optimize map");

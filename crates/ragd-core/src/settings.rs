@@ -310,7 +310,7 @@ pub struct IngestSettings {
     pub job_stale_secs: u64,
     /// Attempts in a row without progress before a job fails (instead of being retried forever).
     pub max_stalled_attempts: u32,
-    /// Once a collection has had no write for this long, the vector store's optimizers run on it
+    /// Once a collection has had no write for this long and no job is running, the vector store's optimizers run on it
     /// (merging small segments, building the HNSW index of large ones, dropping deleted points),
     /// serialised with that collection's writes. 0 turns it off (dense search stays exhaustive).
     pub optimize_after_ms: u64,
