@@ -260,6 +260,12 @@ impl Engine {
         }
     }
 
+    /// After a failed optimisation: try again in a minute (a write meanwhile schedules it as writes do).
+    fn retry_optimize(&self, collection: &str) {
+        let at = Instant::now() + Duration::from_secs(60);
+        self.optimize_due.lock().expect("optimize map").entry(collection.to_owned()).or_insert(at);
+    }
+
     // ---- collections ---------------------------------------------------------------------------
 
     pub async fn create_collection(&self, req: NewCollection, tenant: &str) -> Result<CollectionInfo> {
@@ -657,12 +663,4 @@ fn spawn_optimizer(engine: Arc<Engine>) {
             }
         }
     });
-}
-
-impl Engine {
-    /// After a failed optimisation: try again in a minute (a write meanwhile schedules it as writes do).
-    fn retry_optimize(&self, collection: &str) {
-        let at = Instant::now() + Duration::from_secs(60);
-        self.optimize_due.lock().expect("optimize map").entry(collection.to_owned()).or_insert(at);
-    }
 }

@@ -56,10 +56,10 @@ struct LayerNorm {
 }
 
 /// A projection `x · w + b`. The weight is stored transposed, `(in, out)`, so both operands are row-major, twice:
-/// in f32 for the GEMMs of batches, and rounded to bfloat16 for the few-rows path of queries (see `linear_few_rows`).
+/// in f32 for the GEMMs of batches, and in int8 for the few-rows path of queries (see `linear_few_rows`).
 struct Linear {
     w: Array2<f32>,
-    /// `w` quantised to int8 per output column, for the few-rows path (see `Blocked`).
+    /// `w` quantised to int8 with a scale per column and group of rows, for the few-rows path (see `Blocked`).
     q: Blocked,
     b: Vec<f32>,
 }
@@ -400,37 +400,19 @@ fn par_linear(x: &[f32], lin: &Linear, out: &mut [f32], rows: usize) {
     if rows <= FEW_ROWS {
         // Columns split into tasks of whole blocks.
         let width = if threads == 1 { n } else { n.div_ceil(tasks).next_multiple_of(BLOCK) };
-        let mut parts = Vec::with_capacity(tasks);
-        let mut rest = out;
-        let mut start = 0;
-        while start < n {
-            let wdt = width.min(n - start);
-            let (part, tail) = rest.split_at(Axis(1), wdt);
-            rest = tail;
-            parts.push((start, wdt, part));
-            start += wdt;
-        }
-        parts.into_par_iter().for_each(|(start, wdt, mut part)| {
-            linear_few_rows(&x, &lin.q, start / BLOCK..(start + wdt).div_ceil(BLOCK), &b[start..start + wdt], &mut part);
+        column_parts(&mut out, width).into_par_iter().for_each(|(start, mut part)| {
+            let end = start + part.ncols();
+            linear_few_rows(&x, &lin.q, start / BLOCK..end.div_ceil(BLOCK), &b[start..end], &mut part);
         });
     } else if threads == 1 {
         linear(&x, &w.view(), b, &mut out);
     } else if rows <= n {
         // Extra copying: (tasks - 1)·rows·k when splitting columns, (tasks - 1)·k·n when splitting rows.
         let width = n.div_ceil(tasks).next_multiple_of(8);
-        let mut parts = Vec::with_capacity(tasks);
-        let mut rest = out;
-        let mut start = 0;
-        while start < n {
-            let wdt = width.min(n - start);
-            let (part, tail) = rest.split_at(Axis(1), wdt);
-            rest = tail;
-            parts.push((start, wdt, part));
-            start += wdt;
-        }
-        parts.into_par_iter().for_each(|(start, wdt, mut part)| {
-            let ws = w.slice_axis(Axis(1), Slice::from(start..start + wdt));
-            linear(&x, &ws, &b[start..start + wdt], &mut part);
+        column_parts(&mut out, width).into_par_iter().for_each(|(start, mut part)| {
+            let end = start + part.ncols();
+            let ws = w.slice_axis(Axis(1), Slice::from(start..end));
+            linear(&x, &ws, &b[start..end], &mut part);
         });
     } else {
         let height = rows.div_ceil(tasks);
@@ -440,6 +422,11 @@ fn par_linear(x: &[f32], lin: &Linear, out: &mut [f32], rows: usize) {
             .zip(outs)
             .for_each(|(xb, mut ob)| linear(&xb, &w.view(), b, &mut ob));
     }
+}
+
+/// `out` cut into column slices of `width` (the last may be narrower), each with its first column's index.
+fn column_parts<'a>(out: &'a mut ArrayViewMut2<'_, f32>, width: usize) -> Vec<(usize, ArrayViewMut2<'a, f32>)> {
+    out.axis_chunks_iter_mut(Axis(1), width).enumerate().map(|(i, part)| (i * width, part)).collect()
 }
 
 /// Up to this many rows (a query is ~10 tokens; concurrent queries are batched), `linear_few_rows` beats the packed

@@ -134,11 +134,8 @@ async fn a_job_that_makes_no_progress_is_retried_then_failed_with_a_reason() {
 
 /// `ragd_stage_duration_seconds_count{stage="optimize"}` from the admin listener.
 async fn optimizations(s: &Server) -> f64 {
-    let text = s.http.get(format!("{}/metrics", s.admin)).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("ragd_stage_duration_seconds_count{stage=\"optimize\"} "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    let text = crate::observability::metrics_text(s).await;
+    crate::observability::sample(&text, "ragd_stage_duration_seconds_count{stage=\"optimize\"}").unwrap_or(0.0)
 }
 
 async fn wait_optimizations(s: &Server, at_least: f64) {

@@ -14,14 +14,14 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-async fn metrics_text(server: &Server) -> String {
+pub(crate) async fn metrics_text(server: &Server) -> String {
     let r = server.http.get(format!("{}/metrics", server.admin)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     r.text().await.unwrap()
 }
 
 /// The value of one sample line (`name{labels} value`), matched by its exact name and label text.
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
 }
 
