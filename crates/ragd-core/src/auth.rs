@@ -234,6 +234,11 @@ pub trait KeyStore: Send + Sync {
     async fn list(&self, tenant: Option<&str>) -> Result<Vec<KeyRecord>>;
     /// Marks the key revoked; `false` when there is no such key.
     async fn revoke(&self, id: &str, now: String) -> Result<bool>;
+    /// Copies the keys into the file `dest` for a snapshot (see `snapshot`); stores that live outside
+    /// the data folder copy nothing.
+    async fn backup(&self, _dest: &std::path::Path) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Checks a presented key against the store: the record when the key is genuine, live and of the

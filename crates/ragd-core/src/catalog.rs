@@ -53,4 +53,7 @@ pub trait Catalog: Send + Sync + 'static {
     async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>>;
     /// The `limit` most recently created jobs whose collection `keep` accepts, newest first.
     async fn recent_jobs(&self, limit: usize, keep: JobFilter) -> Result<Vec<JobRecord>>;
+    /// Writes a consistent copy of the whole catalog (as of one moment) to a new file `dest`, which
+    /// opens as a catalog of its own (a snapshot's `catalog.redb`).
+    async fn backup(&self, dest: &std::path::Path) -> Result<()>;
 }

@@ -2,6 +2,7 @@
 //! layer and the CLI call it; it never sees a request or a socket.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, broadcast, mpsc};
 
 use crate::answer::{Conversations, Generators};
+use crate::auth::KeyStore;
 use crate::catalog::{Catalog, IdempotencyKey, JobCreated};
 use crate::chunk::ChunkingConfig;
 use crate::embed::{EmbedKind, Embedder, TokenCounter};
@@ -17,6 +19,7 @@ use crate::ids::content_hash;
 use crate::metrics::{Metrics, Stage};
 use crate::parse::{SourceKind, parse};
 use crate::settings::Settings;
+use crate::snapshot::{Manifest, SnapshotCollection, SnapshotStatus};
 use crate::store::{StoreQuery, VectorStore};
 use crate::types::*;
 
@@ -129,9 +132,21 @@ pub struct Engine {
     /// Serialises writes per collection: a job's upsert+commit, a document delete, a collection drop,
     /// the store's optimizers.
     write_locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Every write holds it shared (before its collection's lock, see `lock_writes`); a snapshot holds
+    /// it alone, so it sees no write half done.
+    writes_gate: Arc<tokio::sync::RwLock<()>>,
+    /// Snapshots being made or that failed since start-up (ready ones are files in `snapshots/`).
+    snapshots: std::sync::Mutex<HashMap<String, crate::snapshot::SnapshotStatus>>,
     /// Collections whose store should be optimised, with when (`ingest.optimize_after_ms` after their
     /// last write; a write pushes it back).
     optimize_due: std::sync::Mutex<HashMap<String, Instant>>,
+}
+
+/// The right to write to one collection (see `Engine::lock_writes`); fields drop in order, the
+/// collection's lock first.
+pub(crate) struct WriteGuard {
+    _collection: tokio::sync::OwnedMutexGuard<()>,
+    _gate: tokio::sync::OwnedRwLockReadGuard<()>,
 }
 
 impl Engine {
@@ -166,6 +181,8 @@ impl Engine {
             queue_rx: std::sync::Mutex::new(Some(rx)),
             finished,
             write_locks: Default::default(),
+            writes_gate: Default::default(),
+            snapshots: Default::default(),
             optimize_due: Default::default(),
         })
     }
@@ -241,6 +258,7 @@ impl Engine {
         let Some(rx) = rx else { return Ok(()) };
         crate::jobs::spawn_workers(self.clone(), rx);
         spawn_optimizer(self.clone());
+        self.clear_unfinished_snapshots().await;
         for job in self.catalog.unfinished_jobs().await? {
             tracing::info!(job = %job.id, status = job.status.as_str(), "resuming job");
             let _ = self.queue.send(job.id);
@@ -248,8 +266,12 @@ impl Engine {
         Ok(())
     }
 
-    pub(crate) fn write_lock(&self, collection: &str) -> Arc<Mutex<()>> {
-        self.write_locks.lock().expect("lock map").entry(collection.to_owned()).or_default().clone()
+    /// Waits for the right to write to a collection: the snapshot gate (shared), then the collection's
+    /// lock. Always in this order, and a snapshot takes only the gate, so the two cannot deadlock.
+    pub(crate) async fn lock_writes(&self, collection: &str) -> WriteGuard {
+        let gate = self.writes_gate.clone().read_owned().await;
+        let lock = self.write_locks.lock().expect("lock map").entry(collection.to_owned()).or_default().clone();
+        WriteGuard { _collection: lock.lock_owned().await, _gate: gate }
     }
 
     /// Records a write to the collection's store: its optimizers run once writes have settled.
@@ -293,6 +315,7 @@ impl Engine {
             generator: req.generator,
             created_at: now_rfc3339(),
         };
+        let _guard = self.lock_writes(&record.name).await;
         self.catalog.create_collection(record.clone()).await?;
         self.store.create_collection(&record.name, record.dimensions).await?;
         Ok(CollectionInfo { record, documents: 0, chunks: 0 })
@@ -314,12 +337,192 @@ impl Engine {
     }
 
     pub async fn delete_collection(&self, name: &str) -> Result<()> {
-        let lock = self.write_lock(name);
-        let _guard = lock.lock().await;
+        let _guard = self.lock_writes(name).await;
         if !self.catalog.delete_collection(name).await? {
             return Err(Error::collection_not_found(name));
         }
         self.store.drop_collection(name).await
+    }
+
+    // ---- snapshots -----------------------------------------------------------------------------
+
+    fn snapshot_dir(&self) -> PathBuf {
+        self.settings.data_dir.join("snapshots")
+    }
+
+    /// Starts a snapshot of the whole data folder (catalog, every collection's vectors, `keys`) in the
+    /// background and returns at once with status `creating`; [`Engine::snapshots`] shows when it is
+    /// ready. Writes wait while the vectors are copied; searches, questions and uploads go on.
+    pub fn start_snapshot(self: &Arc<Self>, keys: Arc<dyn KeyStore>) -> Result<SnapshotStatus> {
+        let now = chrono::Utc::now();
+        let name = crate::snapshot::new_name(&now);
+        let status = SnapshotStatus {
+            name: name.clone(),
+            status: "creating".into(),
+            created_at: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            size_bytes: None,
+            collections: Vec::new(),
+            error: None,
+        };
+        self.snapshots.lock().expect("snapshots").insert(name.clone(), status.clone());
+        let engine = self.clone();
+        let created_at = status.created_at.clone();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let outcome = engine.make_snapshot(&name, &created_at, keys.as_ref()).await;
+            let secs = t.elapsed().as_secs_f64();
+            let mut map = engine.snapshots.lock().expect("snapshots");
+            match outcome {
+                Ok(ready) => {
+                    engine.metrics.observe_stage(Stage::Snapshot, secs);
+                    tracing::info!(snapshot = %name, size_bytes = ready.size_bytes, elapsed_ms = (secs * 1e3) as u64, "snapshot ready");
+                    map.remove(&name);
+                }
+                Err(e) => {
+                    tracing::error!(snapshot = %name, error = %e, "snapshot failed");
+                    if let Some(s) = map.get_mut(&name) {
+                        s.status = "failed".into();
+                        s.error = Some(e.to_string());
+                    }
+                }
+            }
+        });
+        Ok(status)
+    }
+
+    async fn make_snapshot(&self, name: &str, created_at: &str, keys: &dyn KeyStore) -> Result<SnapshotStatus> {
+        let dir = self.snapshot_dir();
+        let staging = dir.join(format!(".staging-{name}"));
+        let result = async {
+            let manifest = self.fill_snapshot(&staging, name, created_at, keys).await?;
+            let (from, out) = (staging.clone(), dir.join(format!("{name}.tar")));
+            let size = tokio::task::spawn_blocking(move || crate::snapshot::pack(&from, &out))
+                .await
+                .map_err(|e| Error::internal(format!("packing the snapshot: {e}")))??;
+            let ready = SnapshotStatus {
+                name: name.to_owned(),
+                status: "ready".into(),
+                created_at: created_at.to_owned(),
+                size_bytes: Some(size),
+                collections: manifest.collections,
+                error: None,
+            };
+            let sidecar = dir.join(format!("{name}.json"));
+            let bytes = serde_json::to_vec_pretty(&ready).map_err(Error::internal)?;
+            tokio::fs::write(&sidecar, bytes).await.map_err(|e| Error::internal(format!("writing {}: {e}", sidecar.display())))?;
+            Ok(ready)
+        }
+        .await;
+        let _ = tokio::fs::remove_dir_all(&staging).await;
+        result
+    }
+
+    /// Copies everything into `staging` while no write runs: the catalog first (one read transaction),
+    /// then each collection's vectors, so a document the catalog lists has its chunks in the copy, and a
+    /// job the catalog shows unfinished resumes from its last committed batch once restored.
+    async fn fill_snapshot(&self, staging: &Path, name: &str, created_at: &str, keys: &dyn KeyStore) -> Result<Manifest> {
+        let collections_dir = staging.join("collections");
+        tokio::fs::create_dir_all(&collections_dir)
+            .await
+            .map_err(|e| Error::internal(format!("creating {}: {e}", collections_dir.display())))?;
+        let mut collections = Vec::new();
+        {
+            let _no_writes = self.writes_gate.write().await;
+            self.catalog.backup(&staging.join("catalog.redb")).await?;
+            for c in self.catalog.list_collections().await? {
+                self.store.snapshot(&c.name, &collections_dir.join(&c.name)).await?;
+                let documents = self.catalog.count_documents(&c.name).await?;
+                let chunks = self.store.count(&c.name, None).await?;
+                collections.push(SnapshotCollection { name: c.name, documents, chunks });
+            }
+        }
+        keys.backup(&staging.join("keys.json")).await?;
+        let manifest = Manifest {
+            format: crate::snapshot::FORMAT,
+            name: name.to_owned(),
+            created_at: created_at.to_owned(),
+            ragd_version: env!("CARGO_PKG_VERSION").to_owned(),
+            collections,
+        };
+        let path = staging.join(crate::snapshot::MANIFEST);
+        let bytes = serde_json::to_vec_pretty(&manifest).map_err(Error::internal)?;
+        tokio::fs::write(&path, bytes).await.map_err(|e| Error::internal(format!("writing {}: {e}", path.display())))?;
+        Ok(manifest)
+    }
+
+    /// Snapshots being made, failed since start-up, and ready (on disk), newest first.
+    pub async fn snapshots(&self) -> Result<Vec<SnapshotStatus>> {
+        let mut all: Vec<SnapshotStatus> = self.snapshots.lock().expect("snapshots").values().cloned().collect();
+        let dir = self.snapshot_dir();
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(all),
+            Err(e) => return Err(Error::internal(format!("reading {}: {e}", dir.display()))),
+        };
+        while let Some(entry) = entries.next_entry().await.map_err(Error::internal)? {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let Some(name) = file.strip_suffix(".json").filter(|n| crate::snapshot::valid_name(n)) else { continue };
+            if !dir.join(format!("{name}.tar")).exists() {
+                continue;
+            }
+            match tokio::fs::read(entry.path()).await.map_err(Error::internal).and_then(|b| serde_json::from_slice(&b).map_err(Error::internal)) {
+                Ok(status) => all.push(status),
+                Err(e) => tracing::warn!(file = %entry.path().display(), error = %e, "unreadable snapshot record"),
+            }
+        }
+        all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        Ok(all)
+    }
+
+    /// The archive of a ready snapshot.
+    pub fn snapshot_file(&self, name: &str) -> Result<PathBuf> {
+        let not_found = || Error::not_found("snapshot_not_found", format!("snapshot `{name}` does not exist"));
+        if !crate::snapshot::valid_name(name) {
+            return Err(not_found());
+        }
+        if let Some(s) = self.snapshots.lock().expect("snapshots").get(name) {
+            return Err(Error::conflict("snapshot_not_ready", format!("snapshot `{name}` is {}", s.status)));
+        }
+        let path = self.snapshot_dir().join(format!("{name}.tar"));
+        if path.exists() { Ok(path) } else { Err(not_found()) }
+    }
+
+    /// Removes a ready or failed snapshot.
+    pub async fn delete_snapshot(&self, name: &str) -> Result<()> {
+        {
+            let mut map = self.snapshots.lock().expect("snapshots");
+            match map.get(name).map(|s| s.status.as_str()) {
+                Some("creating") => return Err(Error::conflict("snapshot_not_ready", format!("snapshot `{name}` is still being made"))),
+                Some(_) => {
+                    map.remove(name);
+                    return Ok(());
+                }
+                None => {}
+            }
+        }
+        let path = self.snapshot_file(name)?;
+        tokio::fs::remove_file(&path).await.map_err(Error::internal)?;
+        let _ = tokio::fs::remove_file(path.with_extension("json")).await;
+        Ok(())
+    }
+
+    /// Leftovers of snapshots interrupted by a crash: staging folders and half-written archives.
+    async fn clear_unfinished_snapshots(&self) {
+        let dir = self.snapshot_dir();
+        let Ok(mut entries) = tokio::fs::read_dir(&dir).await else { return };
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let removed = if file.starts_with(".staging-") {
+                tokio::fs::remove_dir_all(entry.path()).await
+            } else if file.ends_with(".tar.partial") {
+                tokio::fs::remove_file(entry.path()).await
+            } else {
+                continue;
+            };
+            if let Err(e) = removed {
+                tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove an unfinished snapshot");
+            }
+        }
     }
 
     // ---- documents -----------------------------------------------------------------------------
@@ -436,8 +639,7 @@ impl Engine {
     /// Removes a document and every one of its chunks; durable on return.
     pub async fn delete_document(&self, collection: &str, id: &str) -> Result<()> {
         self.collection(collection).await?;
-        let lock = self.write_lock(collection);
-        let _guard = lock.lock().await;
+        let _guard = self.lock_writes(collection).await;
         // Chunks first: if we crash in between, the document is still listed and a retried delete finishes the job.
         self.store.delete_document_chunks(collection, id, 0).await?;
         self.written(collection);
@@ -629,8 +831,7 @@ fn spawn_optimizer(engine: Arc<Engine>) {
                 map.iter().filter(|(_, at)| **at <= now).map(|(c, _)| c.clone()).collect()
             };
             for collection in due {
-                let lock = engine.write_lock(&collection);
-                let _guard = lock.lock().await;
+                let _guard = engine.lock_writes(&collection).await;
                 {
                     // A write that landed while we waited for the lock pushed the time back.
                     let mut map = engine.optimize_due.lock().expect("optimize map");

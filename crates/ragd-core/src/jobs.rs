@@ -249,8 +249,7 @@ async fn ingest_batch(engine: &Engine, record: &CollectionRecord, job: &mut JobR
 
     // Write phase, serialised per collection with deletes, drops and the store's optimizers. Waiting
     // here (behind an optimisation of a large collection, say) is not a stall: keep the heartbeat.
-    let lock = engine.write_lock(&record.name);
-    let acquire = lock.lock();
+    let acquire = engine.lock_writes(&record.name);
     tokio::pin!(acquire);
     let _guard = loop {
         tokio::select! {

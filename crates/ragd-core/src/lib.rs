@@ -19,6 +19,7 @@ pub mod parse;
 pub mod ratelimit;
 pub mod resilience;
 pub mod settings;
+pub mod snapshot;
 pub mod store;
 pub mod types;
 

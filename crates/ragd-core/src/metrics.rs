@@ -30,10 +30,23 @@ pub enum Stage {
     Ttft,
     /// The vector store's optimizers on one collection after its writes settled (off the request path).
     Optimize,
+    /// Making a snapshot of the data folder (copy under the write gate, then packing).
+    Snapshot,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 9] = [Stage::Parse, Stage::Chunk, Stage::Embed, Stage::Upsert, Stage::Search, Stage::Rerank, Stage::Generate, Stage::Ttft, Stage::Optimize];
+    pub const ALL: [Stage; 10] = [
+        Stage::Parse,
+        Stage::Chunk,
+        Stage::Embed,
+        Stage::Upsert,
+        Stage::Search,
+        Stage::Rerank,
+        Stage::Generate,
+        Stage::Ttft,
+        Stage::Optimize,
+        Stage::Snapshot,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Parse => "parse",
@@ -45,6 +58,7 @@ impl Stage {
             Stage::Generate => "generate",
             Stage::Ttft => "ttft",
             Stage::Optimize => "optimize",
+            Stage::Snapshot => "snapshot",
         }
     }
 }

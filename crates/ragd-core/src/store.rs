@@ -62,4 +62,13 @@ pub trait VectorStore: Send + Sync + 'static {
     async fn optimize(&self, _collection: &str) -> Result<bool> {
         Ok(false)
     }
+    /// Copies the collection's storage into the folder `dest`, in the layout the store loads (a
+    /// snapshot's `collections/<name>`). The engine calls it while no write runs; searches may.
+    /// Stores that keep their data elsewhere (a Qdrant cluster takes its own snapshots) refuse.
+    async fn snapshot(&self, collection: &str, _dest: &std::path::Path) -> Result<()> {
+        Err(crate::error::Error::invalid(
+            "snapshot_unsupported",
+            format!("this vector store cannot copy `{collection}` into a ragd snapshot; use its own snapshots"),
+        ))
+    }
 }

@@ -52,7 +52,7 @@ impl RouteClass {
                 RouteClass::Ingest
             }
             (&Method::POST, "/api/v1/collections") | (&Method::DELETE, "/api/v1/collections/{name}") | (_, "/api/v1/status") => RouteClass::Admin,
-            (_, t) if t.starts_with("/api/v1/keys") => RouteClass::Admin,
+            (_, t) if t.starts_with("/api/v1/keys") || t.starts_with("/api/v1/snapshots") => RouteClass::Admin,
             _ => RouteClass::Query,
         }
     }

@@ -11,6 +11,7 @@ mod keys;
 mod metrics;
 mod openapi;
 mod routes;
+mod snapshots;
 mod tls;
 mod ui;
 
@@ -59,6 +60,8 @@ pub fn router(engine: Arc<Engine>, gateway: Arc<Gateway>) -> Router {
         .route("/status", get(health::status))
         .route("/keys", post(keys::create).get(keys::list))
         .route("/keys/{id}", axum::routing::delete(keys::revoke))
+        .route("/snapshots", post(snapshots::create).get(snapshots::list))
+        .route("/snapshots/{name}", get(snapshots::download).delete(snapshots::delete))
         .route("/collections", post(routes::create_collection).get(routes::list_collections))
         .route("/collections/{name}", get(routes::get_collection).delete(routes::delete_collection))
         .route(

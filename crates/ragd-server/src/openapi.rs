@@ -3,7 +3,7 @@
 use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
 
-use crate::{answers, keys, routes};
+use crate::{answers, keys, routes, snapshots};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,9 +13,10 @@ use crate::{answers, keys, routes};
         routes::add_documents, routes::list_documents, routes::get_document, routes::delete_document,
         routes::get_job, routes::list_jobs, routes::document_chunks, routes::me, routes::search, answers::query, answers::chat_completions, answers::list_models,
         keys::create, keys::list, keys::revoke,
+        snapshots::create, snapshots::list, snapshots::download, snapshots::delete,
     ),
     components(schemas(ragd_core::answer::Citation, ragd_core::types::CollectionRecord, ragd_core::types::ChunkHit, ragd_core::types::SearchFilter)),
-    tags((name = "collections"), (name = "documents"), (name = "jobs"), (name = "search"), (name = "answers"), (name = "openai"), (name = "keys"))
+    tags((name = "collections"), (name = "documents"), (name = "jobs"), (name = "search"), (name = "answers"), (name = "openai"), (name = "keys"), (name = "snapshots"))
 )]
 struct ApiDoc;
 

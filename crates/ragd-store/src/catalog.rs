@@ -322,4 +322,40 @@ impl Catalog for RedbCatalog {
         })
         .await
     }
+
+    async fn backup(&self, dest: &Path) -> Result<()> {
+        let dest = dest.to_owned();
+        self.run(move |db| {
+            if dest.exists() {
+                return Err(Error::internal(format!("{} exists already", dest.display())));
+            }
+            let copy = Database::create(&dest).map_err(|e| Error::internal(format!("cannot create {}: {e}", dest.display())))?;
+            // One read transaction: every table as of the same moment.
+            let from = db.begin_read().map_err(db_err)?;
+            let to = copy.begin_write().map_err(db_err)?;
+            copy_table(&from, &to, COLLECTIONS)?;
+            copy_table(&from, &to, DOCUMENTS)?;
+            copy_table(&from, &to, DOC_COUNTS)?;
+            copy_table(&from, &to, JOBS)?;
+            copy_table(&from, &to, PAYLOADS)?;
+            copy_table(&from, &to, IDEMPOTENCY)?;
+            to.commit().map_err(db_err)
+        })
+        .await
+    }
+}
+
+/// Copies every row of one table (the copy's table is created, empty or not).
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    from: &redb::ReadTransaction,
+    to: &redb::WriteTransaction,
+    table: TableDefinition<K, V>,
+) -> Result<()> {
+    let source = from.open_table(table).map_err(db_err)?;
+    let mut target = to.open_table(table).map_err(db_err)?;
+    for row in source.iter().map_err(db_err)? {
+        let (k, v) = row.map_err(db_err)?;
+        target.insert(k.value(), v.value()).map_err(db_err)?;
+    }
+    Ok(())
 }

@@ -148,6 +148,15 @@ impl Inner {
         Ok(changed)
     }
 
+    /// Flushes the shard and copies its folder while holding its write mutex, so the copy is the
+    /// state of the last flush; searches go on (they only read).
+    fn snapshot_blocking(&self, collection: &str, dest: &Path) -> Result<()> {
+        let shard = self.shard(collection)?;
+        let _guard = shard.write.lock();
+        shard.edge.flush();
+        ragd_core::snapshot::copy_dir(&self.shard_dir(collection), dest)
+    }
+
     fn write_blocking(&self, collection: &str, ops: Vec<UpdateOperation>) -> Result<()> {
         let shard = self.shard(collection)?;
         let _guard = shard.write.lock();
@@ -368,6 +377,11 @@ impl VectorStore for EmbeddedStore {
     async fn optimize(&self, collection: &str) -> Result<bool> {
         let (this, c) = (self.inner.clone(), collection.to_owned());
         blocking(move || this.optimize_blocking(&c)).await
+    }
+
+    async fn snapshot(&self, collection: &str, dest: &Path) -> Result<()> {
+        let (inner, collection, dest) = (self.inner.clone(), collection.to_owned(), dest.to_owned());
+        blocking(move || inner.snapshot_blocking(&collection, &dest)).await
     }
 
     async fn ready(&self) -> Result<()> {

@@ -134,6 +134,15 @@ impl KeyStore for KeyFile {
             None => Ok(false),
         })
     }
+
+    /// The file is only ever replaced whole (rename), so a plain copy is one version of it.
+    async fn backup(&self, dest: &Path) -> Result<()> {
+        match fs::copy(&self.path, dest) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::internal(format!("copying {}: {e}", self.path.display()))),
+        }
+    }
 }
 
 #[cfg(test)]

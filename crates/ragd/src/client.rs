@@ -21,7 +21,7 @@ impl Client {
         Ok(Client { http, base: args.server.trim_end_matches('/').to_owned(), api_key: args.api_key.clone() })
     }
 
-    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let r = self.http.request(method, format!("{}{path}", self.base));
         match &self.api_key {
             Some(k) => r.bearer_auth(k),

@@ -10,6 +10,7 @@ mod client;
 mod eval;
 mod ingest;
 mod keys;
+mod snapshot;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,6 +73,11 @@ enum Command {
         data: Option<PathBuf>,
         #[command(subcommand)]
         command: keys::KeysCommand,
+    },
+    /// Snapshots of a server's data folder: create (while it serves), list, restore into a new folder.
+    Snapshot {
+        #[command(subcommand)]
+        command: snapshot::SnapshotCommand,
     },
 }
 
@@ -300,5 +306,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let settings = load_settings(&sources(cli.config, vec![]))?;
             eval::run(args, settings).await
         }
+        Command::Snapshot { command } => snapshot::run(command).await,
     }
 }
