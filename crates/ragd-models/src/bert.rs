@@ -583,10 +583,38 @@ fn layer_norm(row: &mut [f32], ln: &LayerNorm, eps: f32) {
     }
 }
 
+/// Largest element, with eight independent lanes so it vectorises (a fold with `f32::max` stays scalar: one
+/// dependent compare per element, which made the max the slowest part of softmax on 254-token texts).
+fn max(xs: &[f32]) -> f32 {
+    let pick = |a: f32, b: f32| if b > a { b } else { a };
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let chunks = xs.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] = pick(acc[i], c[i]);
+        }
+    }
+    acc.iter().chain(rest).fold(f32::NEG_INFINITY, |m, &v| pick(m, v))
+}
+
+/// In place; the exponentials and their sum in one pass.
 fn softmax(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    row.iter_mut().for_each(|v| *v = exp(*v - max));
-    let inv = 1.0 / sum(row);
+    let max = max(row);
+    let mut acc = [0f32; 8];
+    let mut chunks = row.chunks_exact_mut(8);
+    for c in &mut chunks {
+        for i in 0..8 {
+            c[i] = exp(c[i] - max);
+            acc[i] += c[i];
+        }
+    }
+    let mut total = acc.iter().sum::<f32>();
+    for v in chunks.into_remainder() {
+        *v = exp(*v - max);
+        total += *v;
+    }
+    let inv = 1.0 / total;
     row.iter_mut().for_each(|v| *v *= inv);
 }
 
@@ -706,5 +734,17 @@ mod tests {
         softmax(&mut r);
         assert!((r.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!((r[2] - 0.665_240_9).abs() < 1e-6);
+        // Longer than one lane group, largest element in the remainder, then in a lane.
+        for at in [18, 5] {
+            let mut long: Vec<f32> = (0..19).map(|i| (i as f32 * 0.37).sin()).collect();
+            long[at] = 4.0;
+            assert_eq!(max(&long), 4.0);
+            let expect: Vec<f32> = long.iter().map(|v| (v - 4.0).exp()).collect();
+            let total: f32 = expect.iter().sum();
+            softmax(&mut long);
+            for (got, e) in long.iter().zip(&expect) {
+                assert!((got - e / total).abs() < 1e-6, "{got} vs {}", e / total);
+            }
+        }
     }
 }
