@@ -414,6 +414,12 @@ impl Engine {
         }
         .await;
         let _ = tokio::fs::remove_dir_all(&staging).await;
+        if result.is_err() {
+            // Whatever got written: a half archive, or a whole one whose record could not be written.
+            for leftover in [format!("{name}.tar.partial"), format!("{name}.tar"), format!("{name}.json")] {
+                let _ = tokio::fs::remove_file(dir.join(leftover)).await;
+            }
+        }
         result
     }
 

@@ -111,6 +111,9 @@ pub fn read_manifest(archive: &Path) -> Result<Manifest> {
 fn parse_manifest(r: impl std::io::Read, archive: &Path) -> Result<Manifest> {
     let m: Manifest = serde_json::from_reader(r)
         .map_err(|e| Error::invalid("not_a_snapshot", format!("{}: unreadable {MANIFEST}: {e}", archive.display())))?;
+    if !valid_name(&m.name) {
+        return Err(Error::invalid("not_a_snapshot", format!("{}: the manifest names no ragd snapshot", archive.display())));
+    }
     if m.format != FORMAT {
         return Err(Error::invalid(
             "snapshot_format",
@@ -126,10 +129,14 @@ fn parse_manifest(r: impl std::io::Read, archive: &Path) -> Result<Manifest> {
 pub fn unpack(archive: &Path, data_dir: &Path) -> Result<Manifest> {
     let manifest = read_manifest(archive)?;
     let catalog = data_dir.join("catalog.redb");
-    if catalog.exists() || data_dir.join("collections").read_dir().is_ok_and(|mut d| d.next().is_some()) {
+    let collections_in_use = data_dir.join("collections").read_dir().is_ok_and(|mut d| d.next().is_some());
+    if catalog.exists() || collections_in_use || data_dir.join("keys.json").exists() {
         return Err(Error::conflict(
             "data_folder_not_empty",
-            format!("{} already holds a ragd data folder; restore into a new folder (or move this one aside)", data_dir.display()),
+            format!(
+                "{} already holds a ragd data folder (or part of one: a catalog, collections or keys); restore into a new folder (or move this one aside)",
+                data_dir.display()
+            ),
         ));
     }
     fs::create_dir_all(data_dir).map_err(io("creating", data_dir))?;
@@ -137,24 +144,46 @@ pub fn unpack(archive: &Path, data_dir: &Path) -> Result<Manifest> {
     if staging.exists() {
         fs::remove_dir_all(&staging).map_err(io("clearing", &staging))?;
     }
+    let placed = unpack_into(archive, &staging).and_then(|()| {
+        if !staging.join("catalog.redb").exists() {
+            return Err(Error::invalid("not_a_snapshot", format!("{} holds no catalog.redb", archive.display())));
+        }
+        let collections = staging.join("collections");
+        if collections.exists() {
+            move_into(&collections, &data_dir.join("collections"))?;
+        }
+        if staging.join("keys.json").exists() {
+            rename(&staging.join("keys.json"), &data_dir.join("keys.json"))?;
+        }
+        rename(&staging.join("catalog.redb"), &catalog)
+    });
+    let cleared = fs::remove_dir_all(&staging).map_err(io("clearing", &staging));
+    placed?;
+    cleared?;
+    Ok(manifest)
+}
+
+/// Unpacks only files and folders (a snapshot holds nothing else): a link in an archive could point a
+/// restored collection anywhere. `unpack_in` refuses paths that would land outside `dir`.
+fn unpack_into(archive: &Path, dir: &Path) -> Result<()> {
+    use tar::EntryType;
+    fs::create_dir_all(dir).map_err(io("creating", dir))?;
     let file = File::open(archive).map_err(io("opening", archive))?;
     let mut tar = tar::Archive::new(file);
     tar.set_preserve_permissions(false);
-    // `unpack` refuses entries that would land outside `staging` (absolute paths, `..`).
-    tar.unpack(&staging).map_err(io("unpacking", archive))?;
-    if !staging.join("catalog.redb").exists() {
-        return Err(Error::invalid("not_a_snapshot", format!("{} holds no catalog.redb", archive.display())));
+    for entry in tar.entries().map_err(io("reading", archive))? {
+        let mut entry = entry.map_err(io("reading", archive))?;
+        let kind = entry.header().entry_type();
+        if !matches!(kind, EntryType::Regular | EntryType::Directory | EntryType::GNUSparse) {
+            let path = entry.path().map(|p| p.display().to_string()).unwrap_or_default();
+            return Err(Error::invalid("not_a_snapshot", format!("{}: `{path}` is a {kind:?}; a snapshot holds only files and folders", archive.display())));
+        }
+        let inside = entry.unpack_in(dir).map_err(io("unpacking", archive))?;
+        if !inside {
+            return Err(Error::invalid("not_a_snapshot", format!("{}: an entry points outside the archive", archive.display())));
+        }
     }
-    let collections = staging.join("collections");
-    if collections.exists() {
-        move_into(&collections, &data_dir.join("collections"))?;
-    }
-    if staging.join("keys.json").exists() {
-        rename(&staging.join("keys.json"), &data_dir.join("keys.json"))?;
-    }
-    rename(&staging.join("catalog.redb"), &catalog)?;
-    fs::remove_dir_all(&staging).map_err(io("clearing", &staging))?;
-    Ok(manifest)
+    Ok(())
 }
 
 /// Moves every entry of `from` into `to` (created if needed).
@@ -253,6 +282,24 @@ mod tests {
         assert_eq!(fs::read(to.join("inner/f")).unwrap(), bytes);
         let blocks = fs::metadata(to.join("inner/f")).unwrap().blocks() * 512;
         assert!(blocks < 1 << 20, "{blocks} bytes on disk for 3 non-zero 64 KiB pieces");
+    }
+
+    #[test]
+    fn links_and_foreign_names_in_an_archive_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = folder(root.path(), "ragd-x");
+        std::os::unix::fs::symlink("/etc", dir.join("collections/link")).unwrap();
+        let out = root.path().join("s.tar");
+        pack(&dir, &out).unwrap();
+        let data = root.path().join("d");
+        assert_eq!(unpack(&out, &data).unwrap_err().code(), "not_a_snapshot");
+        assert!(!data.join("collections").exists() && !data.join("catalog.redb").exists());
+        assert_eq!(fs::read_dir(&data).unwrap().count(), 0, "the staging folder is cleared");
+
+        fs::remove_file(dir.join("collections/link")).unwrap();
+        fs::write(dir.join(MANIFEST), serde_json::to_vec(&manifest("x/../../../escape")).unwrap()).unwrap();
+        pack(&dir, &out).unwrap();
+        assert_eq!(unpack(&out, &root.path().join("e")).unwrap_err().code(), "not_a_snapshot");
     }
 
     #[test]

@@ -14,15 +14,18 @@
 //! `par_linear`), attention into (text, head) tasks.
 //!
 //! Queries (a handful of tokens) take another path: `linear_few_rows` over int8 copies of the weights, laid out
-//! for streaming (see `Blocked`). For so few rows the work is reading the weights, not multiplying them.
+//! for streaming (see `Blocked`): for so few rows a GEMM would spend its time packing; this pass reads each weight
+//! once for all the rows. It is the server's main cost per uncached search (docs/benchmarks.md has the profile).
 //!
-//! Measured with `bench/embed.sh` (same texts, alternating with the peer:
-//! sentence-transformers 6.2.0 / torch 2.15.0 on 2 threads; test build of ragd — ragd-models and its maths crates
-//! optimised; 2-core AMD EPYC VM), 2026-11-28:
-//! - 5,000 short sentences (25.6 tokens): 160.6 texts/s vs 115.6 (1.39×), 58 vs 85 CPU-seconds;
-//! - 640 chunks of 200 words (254 tokens): 13.6 texts/s vs 14.5 (0.94×), 88 vs 86 CPU-seconds;
-//! - one short query alone: 4.2–4.3 ms vs 20–22 ms. The same query took 9–10 ms with bfloat16 weights read row
-//!   piece by row piece, and 8–12 ms with the f32 weights before that.
+//! Measured with `bench/embed.sh` (release build, `ROUNDS=2`, same texts, alternating with the peer:
+//! sentence-transformers 6.2.0 / torch 2.15.0 on 2 threads; 2-core AMD EPYC VM with AVX-512), 2026-11-28:
+//! - 5,000 short sentences (25.6 tokens): 256.7 / 267.6 texts/s vs 189.8 / 184.8 (1.35× / 1.45× per round),
+//!   36–37 vs 52–53 CPU-seconds;
+//! - 640 chunks of 200 words (254 tokens): 24.1 / 24.6 texts/s vs 23.1 / 22.2 (1.04× / 1.11×), 51 vs 55–57
+//!   CPU-seconds. Both sides are GEMM-bound here at about the same rate (perf: 74 % in matrixmultiply's FMA
+//!   kernel, 12 % packing, 4.5 % softmax before its max was vectorised);
+//! - one short query alone: 2.6–2.9 ms vs 10–13 ms. The same query took 9–10 ms with bfloat16 weights read row
+//!   piece by row piece, and 8–12 ms with the f32 weights before that (an earlier, slower VM).
 
 use std::path::Path;
 
