@@ -107,6 +107,11 @@ pub struct Parts {
     pub generators: Generators,
     /// The registry the parts' breakers already report to.
     pub metrics: Arc<Metrics>,
+    /// A shared query cache (cluster mode: Redis); `None` keeps `search.query_cache_entries` in
+    /// this process.
+    pub query_cache: Option<Arc<dyn crate::cache::VectorCache>>,
+    /// A job queue shared by replicas (cluster mode: Redis Streams); `None` keeps jobs in this process.
+    pub job_queue: Option<Arc<dyn crate::queue::JobQueue>>,
 }
 
 pub struct Engine {
@@ -126,6 +131,11 @@ pub struct Engine {
     /// Jobs being worked on: last sign of progress and a handle to stop the task (the reaper's view).
     pub(crate) active_jobs: std::sync::Mutex<HashMap<String, (std::time::Instant, tokio::task::AbortHandle)>>,
     pub(crate) queue: mpsc::UnboundedSender<String>,
+    /// The replicas' shared queue, and the jobs this replica took from it (acknowledged when they end).
+    pub(crate) shared_queue: Option<Arc<dyn crate::queue::JobQueue>>,
+    pub(crate) deliveries: std::sync::Mutex<HashMap<String, crate::queue::Delivery>>,
+    /// One permit per idle worker: this replica takes a job from the shared queue only when it can start it.
+    pub(crate) idle_workers: Arc<tokio::sync::Semaphore>,
     queue_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<String>>>,
     /// Finished job ids, for `wait=true` callers.
     pub(crate) finished: broadcast::Sender<String>,
@@ -156,7 +166,11 @@ impl Engine {
         let a = &parts.settings.answer;
         let conversations = Conversations::new(a.conversation_turns, a.max_conversations, Duration::from_secs(a.conversation_ttl_secs));
         let entries = parts.settings.search.query_cache_entries;
-        let query_cache = (entries > 0).then(|| Arc::new(crate::cache::LocalCache::new(entries)) as Arc<dyn crate::cache::VectorCache>);
+        let workers = parts.settings.ingest.workers.max(1);
+        let query_cache = match parts.query_cache {
+            Some(shared) => Some(shared),
+            None => (entries > 0).then(|| Arc::new(crate::cache::LocalCache::new(entries)) as Arc<dyn crate::cache::VectorCache>),
+        };
         let observer: Arc<dyn crate::breaker::BreakerObserver> = parts.metrics.clone();
         let store_calls = crate::resilience::Outbound::new(
             "vector_store",
@@ -178,6 +192,9 @@ impl Engine {
             embedder: parts.embedder,
             tokens: parts.tokens,
             queue: tx,
+            idle_workers: Arc::new(tokio::sync::Semaphore::new(workers)),
+            shared_queue: parts.job_queue,
+            deliveries: Default::default(),
             queue_rx: std::sync::Mutex::new(Some(rx)),
             finished,
             write_locks: Default::default(),
@@ -259,9 +276,50 @@ impl Engine {
         crate::jobs::spawn_workers(self.clone(), rx);
         spawn_optimizer(self.clone());
         self.clear_unfinished_snapshots().await;
+        // Cluster mode: the shared queue already holds the unfinished jobs, unless it was just
+        // created (then this replica offers them again). Without a reachable queue, this replica
+        // resumes them itself, as embedded mode does (writes are idempotent).
+        let resume_here = match &self.shared_queue {
+            None => true,
+            Some(q) => match q.prepare().await {
+                Ok(created) => {
+                    if created {
+                        self.offer_unfinished().await?;
+                    }
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "shared job queue unreachable at start-up: resuming unfinished jobs here");
+                    true
+                }
+            },
+        };
+        if resume_here {
+            for job in self.catalog.unfinished_jobs().await? {
+                tracing::info!(job = %job.id, status = job.status.as_str(), "resuming job");
+                let _ = self.queue.send(job.id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands an acknowledged job to a worker: through the shared queue when there is one (any
+    /// replica may take it), else (or when it does not answer) to this replica's workers.
+    pub(crate) async fn enqueue(&self, job_id: &str) {
+        if let Some(q) = &self.shared_queue {
+            match q.push(job_id).await {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(job = %job_id, error = %e, "shared job queue unreachable: running the job on this replica"),
+            }
+        }
+        let _ = self.queue.send(job_id.to_owned());
+    }
+
+    /// Offers every unfinished job of the catalog to the shared queue again (it lost them).
+    pub(crate) async fn offer_unfinished(&self) -> Result<()> {
         for job in self.catalog.unfinished_jobs().await? {
-            tracing::info!(job = %job.id, status = job.status.as_str(), "resuming job");
-            let _ = self.queue.send(job.id);
+            tracing::info!(job = %job.id, status = job.status.as_str(), "offering unfinished job to the shared queue");
+            self.enqueue(&job.id).await;
         }
         Ok(())
     }
@@ -354,6 +412,12 @@ impl Engine {
     /// background and returns at once with status `creating`; [`Engine::snapshots`] shows when it is
     /// ready. Writes wait while the vectors are copied; searches, questions and uploads go on.
     pub fn start_snapshot(self: &Arc<Self>, keys: Arc<dyn KeyStore>) -> Result<SnapshotStatus> {
+        if self.settings.store.backend != crate::settings::StoreBackend::Embedded {
+            return Err(Error::invalid(
+                "snapshot_unsupported",
+                "ragd snapshots copy the embedded data folder; in cluster mode use Qdrant's snapshots (docs/cluster.md)",
+            ));
+        }
         let now = chrono::Utc::now();
         let name = crate::snapshot::new_name(&now);
         let status = SnapshotStatus {
@@ -581,7 +645,7 @@ impl Engine {
         };
         match self.catalog.create_job(job, pending, key).await? {
             JobCreated::New(job) => {
-                let _ = self.queue.send(job.id.clone());
+                self.enqueue(&job.id).await;
                 Ok(job)
             }
             JobCreated::Replayed(job) => Ok(job),

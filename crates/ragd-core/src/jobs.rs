@@ -12,6 +12,7 @@ use crate::metrics::Stage;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ids::point_id;
+use crate::queue::{JobQueue, Popped};
 use crate::store::ChunkPoint;
 use crate::types::*;
 
@@ -38,8 +39,12 @@ pub(crate) fn spawn_workers(engine: Arc<Engine>, rx: mpsc::UnboundedReceiver<Str
                 let outcome = task.await;
                 engine.active_jobs.lock().expect("active jobs").remove(&job_id);
                 match outcome {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!(worker, job = %job_id, error = %e, "job bookkeeping failed"),
+                    Ok(Ok(())) => release(&engine, &job_id, true).await,
+                    Ok(Err(e)) => {
+                        tracing::error!(worker, job = %job_id, error = %e, "job bookkeeping failed");
+                        // Left unacknowledged: the shared queue hands it out again once it is silent.
+                        release(&engine, &job_id, false).await;
+                    }
                     Err(e) => {
                         let why = if e.is_panic() { "its worker crashed (a bug: see the log)" } else { "it stopped making progress and was stopped" };
                         tracing::error!(worker, job = %job_id, "job interrupted: {why}; it will be retried");
@@ -52,7 +57,59 @@ pub(crate) fn spawn_workers(engine: Arc<Engine>, rx: mpsc::UnboundedReceiver<Str
             }
         });
     }
+    if let Some(queue) = engine.shared_queue.clone() {
+        spawn_feeder(engine.clone(), queue);
+    }
     spawn_reaper(engine);
+}
+
+/// Cluster mode: takes a job from the shared queue whenever one of this replica's workers is idle,
+/// so jobs spread over the replicas that have room, and hands it to the workers.
+fn spawn_feeder(engine: Arc<Engine>, queue: Arc<dyn JobQueue>) {
+    tokio::spawn(async move {
+        let mut warned = false;
+        loop {
+            let Ok(permit) = engine.idle_workers.clone().acquire_owned().await else { return };
+            match queue.pop(Duration::from_secs(2)).await {
+                Ok(Popped::Job(delivery)) => {
+                    warned = false;
+                    permit.forget();
+                    let id = delivery.job_id.clone();
+                    engine.deliveries.lock().expect("deliveries").insert(id.clone(), delivery);
+                    let _ = engine.queue.send(id);
+                }
+                Ok(Popped::Nothing) => warned = false,
+                Ok(Popped::Reset) => {
+                    tracing::warn!("the shared job queue was empty of history (Redis restarted?): offering the unfinished jobs again");
+                    if let Err(e) = engine.offer_unfinished().await {
+                        tracing::error!(error = %e, "could not list unfinished jobs for the shared queue");
+                    }
+                }
+                Err(e) => {
+                    if !warned {
+                        tracing::warn!(error = %e, "shared job queue unreachable: jobs accepted here run here until it answers");
+                        warned = true;
+                    }
+                    drop(permit);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
+}
+
+/// A job of this worker ended: acknowledged in the shared queue when it is finished (`done`), and
+/// the worker counts as idle again.
+async fn release(engine: &Engine, job_id: &str, done: bool) {
+    let delivery = engine.deliveries.lock().expect("deliveries").remove(job_id);
+    if let Some(d) = delivery {
+        if let (true, Some(q)) = (done, &engine.shared_queue) {
+            if let Err(e) = q.ack(&d).await {
+                tracing::warn!(job = %job_id, error = %e, "could not acknowledge the job in the shared queue (it will be re-checked and skipped)");
+            }
+        }
+        engine.idle_workers.add_permits(1);
+    }
 }
 
 /// Every few seconds: a running job whose worker has not reported progress for `ingest.job_stale_secs`
@@ -86,6 +143,15 @@ fn fail_pending(job: &mut JobRecord, why: &str) {
 fn heartbeat(engine: &Engine, job_id: &str) {
     if let Some(entry) = engine.active_jobs.lock().expect("active jobs").get_mut(job_id) {
         entry.0 = std::time::Instant::now();
+    }
+    // Cluster mode: tell the other replicas this job's worker is alive.
+    let delivery = engine.deliveries.lock().expect("deliveries").get(job_id).cloned();
+    if let (Some(q), Some(d)) = (engine.shared_queue.clone(), delivery) {
+        tokio::spawn(async move {
+            if let Err(e) = q.touch(&d).await {
+                tracing::debug!(job = %d.job_id, error = %e, "could not renew the job's claim in the shared queue");
+            }
+        });
     }
 }
 

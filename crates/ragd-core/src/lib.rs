@@ -16,6 +16,7 @@ pub mod ids;
 pub mod jobs;
 pub mod metrics;
 pub mod parse;
+pub mod queue;
 pub mod ratelimit;
 pub mod resilience;
 pub mod settings;

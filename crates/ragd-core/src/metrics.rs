@@ -95,6 +95,7 @@ pub struct Metrics {
     breaker_transitions: Family<Labels, Counter>,
     breaker_rejections: Family<Labels, Counter>,
     ratelimit: Family<Labels, Counter>,
+    ratelimit_fallback: Counter,
     shed: Family<Labels, Counter>,
     cache: Family<Labels, Counter>,
     totals: Totals,
@@ -150,6 +151,7 @@ impl Metrics {
         let breaker_transitions = Family::<Labels, Counter>::default();
         let breaker_rejections = Family::<Labels, Counter>::default();
         let ratelimit = Family::<Labels, Counter>::default();
+        let ratelimit_fallback = Counter::default();
         let shed = Family::<Labels, Counter>::default();
         let cache = Family::<Labels, Counter>::default();
         build_info.get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())]).set(1);
@@ -170,6 +172,11 @@ impl Metrics {
         registry.register("breaker_transitions", "Circuit breaker transitions per dependency, by the state entered", breaker_transitions.clone());
         registry.register("breaker_rejections", "Calls refused by an open (or full half-open) circuit breaker", breaker_rejections.clone());
         registry.register("ratelimit_decisions", "Rate-limit decisions by route class (query, ingest, admin) and decision (allowed, limited)", ratelimit.clone());
+        registry.register(
+            "ratelimit_fallback_decisions",
+            "Rate-limit decisions this replica made alone because the shared limiter (Redis) did not answer: limits are per replica meanwhile",
+            ratelimit_fallback.clone(),
+        );
         registry.register("cache_requests", "Cache lookups by cache (query_embedding) and result (hit, miss, error)", cache.clone());
         registry.register("requests_shed", "Requests refused at the edge before any work, by reason (overloaded, timeout)", shed.clone());
 
@@ -190,6 +197,7 @@ impl Metrics {
             breaker_transitions,
             breaker_rejections,
             ratelimit,
+            ratelimit_fallback,
             shed,
             cache,
             totals: Totals::default(),
@@ -260,6 +268,11 @@ impl Metrics {
         if !allowed {
             self.totals.rate_limited.fetch_add(1, Relaxed);
         }
+    }
+
+    /// One rate-limit decision made by the local fallback (the shared limiter did not answer).
+    pub fn count_ratelimit_fallback(&self) {
+        self.ratelimit_fallback.inc();
     }
 
     /// One cache lookup: `result` is `hit`, `miss` or `error`.

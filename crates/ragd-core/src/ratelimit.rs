@@ -54,6 +54,28 @@ pub trait RateLimiter: Send + Sync {
     /// The key's allowance as it stands, without counting a request (for a caller to see its own):
     /// `remaining` requests would conform right now; `allowed` says whether the next one would.
     async fn peek(&self, key: &str, quota: &Quota) -> Decision;
+    /// For a limiter shared through another service: whether that service answers (`None`: the
+    /// limiter is in-process and always ready). Readiness reports it; it is never critical.
+    async fn ready(&self) -> Option<Result<(), String>> {
+        None
+    }
+}
+
+/// GCRA's decision for a key whose theoretical arrival time is `ahead` of now (zero when it is in
+/// the past), and the distance ahead after this request. A shared limiter keeps the state
+/// elsewhere and decides with the same function, so both agree to the nanosecond.
+pub fn gcra(quota: &Quota, ahead: Duration, count: bool) -> (Decision, Duration) {
+    let t = quota.interval();
+    let tolerance = t * quota.burst.saturating_sub(1);
+    if ahead > tolerance {
+        let retry_after = ahead - tolerance;
+        return (Decision { allowed: false, limit: quota.requests, remaining: 0, reset: ahead, retry_after, shared: true }, ahead);
+    }
+    // Counting: the request takes one interval. Peeking: the allowance as it stands.
+    let used = if count { ahead + t } else { ahead };
+    let full = t * quota.burst;
+    let remaining = u32::try_from(full.saturating_sub(used).as_nanos() / t.as_nanos().max(1)).unwrap_or(u32::MAX);
+    (Decision { allowed: true, limit: quota.requests, remaining, reset: used, retry_after: Duration::ZERO, shared: true }, used)
 }
 
 /// GCRA in this process's memory. Keys whose allowance is whole again are forgotten, so memory
@@ -81,27 +103,16 @@ impl LocalGcra {
     }
 
     fn decide(&self, key: &str, quota: &Quota, now: Instant, count: bool) -> Decision {
-        let t = quota.interval();
-        let tolerance = t * quota.burst.saturating_sub(1);
         let mut state = self.state.lock().expect("rate limit state");
         if state.len() > SWEEP_ABOVE {
             state.retain(|_, tat| *tat > now);
         }
         let tat = state.get(key).copied().unwrap_or(now).max(now);
-        let ahead = tat - now;
-        if ahead > tolerance {
-            let retry_after = ahead - tolerance;
-            return Decision { allowed: false, limit: quota.requests, remaining: 0, reset: ahead, retry_after, shared: true };
+        let (decision, ahead) = gcra(quota, tat - now, count);
+        if decision.allowed && count {
+            state.insert(key.to_owned(), now + ahead);
         }
-        // Counting: the request takes one interval. Peeking: the allowance as it stands.
-        let new_tat = if count { tat + t } else { tat };
-        if count {
-            state.insert(key.to_owned(), new_tat);
-        }
-        let used = new_tat - now;
-        let full = t * quota.burst;
-        let remaining = u32::try_from(full.saturating_sub(used).as_nanos() / t.as_nanos().max(1)).unwrap_or(u32::MAX);
-        Decision { allowed: true, limit: quota.requests, remaining, reset: used, retry_after: Duration::ZERO, shared: true }
+        decision
     }
 }
 

@@ -46,6 +46,10 @@ pub struct Settings {
     pub chunking: ChunkingConfig,
     pub ingest: IngestSettings,
     pub search: SearchSettings,
+    /// Where vectors live: the embedded engine (default) or a Qdrant cluster.
+    pub store: StoreSettings,
+    /// Redis, for what cluster replicas share (query cache, rate limits). Unset: in-process only.
+    pub redis: RedisSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -297,6 +301,78 @@ impl<K: Default> Default for ProviderSettings<K> {
     }
 }
 
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// Qdrant's engine in this process, under `data_dir/collections`.
+    #[default]
+    Embedded,
+    /// A Qdrant server or cluster reached over gRPC (`store.qdrant`).
+    Qdrant,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    pub backend: StoreBackend,
+    pub qdrant: QdrantSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QdrantSettings {
+    /// gRPC addresses of the cluster's nodes (`http://host:6334`); a call that fails on one node
+    /// (unreachable, deadline passed) is tried on the next.
+    pub urls: Vec<String>,
+    pub api_key: Option<Secret>,
+    /// Deadline of every call to a node (searches also keep `search.timeout_ms` overall).
+    pub timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// Copies of every shard. With 3 nodes, 3 copies and `write_consistency_factor` 2, a write is
+    /// acknowledged only once two nodes hold it, so losing any one node loses no acknowledged write
+    /// and the two left still accept writes.
+    pub replication_factor: u32,
+    /// Replicas that must confirm a write before it is acknowledged (at most `replication_factor`).
+    pub write_consistency_factor: u32,
+    pub shard_number: u32,
+    /// Prepended to every collection name in Qdrant, so ragd can share a cluster.
+    pub collection_prefix: String,
+}
+
+impl Default for QdrantSettings {
+    fn default() -> Self {
+        QdrantSettings {
+            urls: Vec::new(),
+            api_key: None,
+            timeout_ms: 10_000,
+            connect_timeout_ms: 2_000,
+            replication_factor: 3,
+            write_consistency_factor: 2,
+            shard_number: 1,
+            collection_prefix: "ragd_".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// `redis://host:6379/0`; unset keeps the query cache and rate limits in this process.
+    pub url: Option<String>,
+    /// Deadline of one Redis command; past it the cache is bypassed and limits fall back to local.
+    pub timeout_ms: u64,
+    /// Prepended to every key ragd writes.
+    pub key_prefix: String,
+    /// How long a cached query vector lives in Redis.
+    pub cache_ttl_secs: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings { url: None, timeout_ms: 250, key_prefix: "ragd:".into(), cache_ttl_secs: 86_400 }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestSettings {
@@ -358,6 +434,9 @@ pub struct ResilienceByDependency {
     pub jwks: crate::resilience::ResilienceSettings,
     /// Vector-store searches (the per-attempt timeout is `search.timeout_ms`).
     pub vector_store: crate::resilience::ResilienceSettings,
+    /// The shared query cache (Redis; the per-call timeout is `redis.timeout_ms`). Never retried: a
+    /// miss costs one embedding.
+    pub cache: crate::resilience::ResilienceSettings,
 }
 
 impl Default for ResilienceByDependency {
@@ -383,6 +462,13 @@ impl Default for ResilienceByDependency {
                 // An interactive search is not retried: a second attempt would double its deadline.
                 max_attempts: 1,
                 backoff_ms: 50,
+            },
+            cache: ResilienceSettings {
+                breaker: BreakerConfig { slow_call_ms: 250, wait_in_open_ms: 5_000, ..BreakerConfig::default() },
+                max_concurrent: 256,
+                queue_timeout_ms: 100,
+                max_attempts: 1,
+                backoff_ms: 10,
             },
             jwks: ResilienceSettings {
                 breaker: BreakerConfig { window_size: 10, minimum_calls: 3, wait_in_open_ms: 30_000, ..BreakerConfig::default() },
@@ -511,6 +597,8 @@ impl Default for Settings {
             chunking: ChunkingConfig::default(),
             ingest: IngestSettings::default(),
             search: SearchSettings::default(),
+            store: StoreSettings::default(),
+            redis: RedisSettings::default(),
         }
     }
 }
@@ -654,6 +742,34 @@ impl Settings {
             }
         }
         p.extend(self.edge_problems());
+        if self.store.backend == StoreBackend::Qdrant {
+            let q = &self.store.qdrant;
+            if q.urls.is_empty() {
+                p.push("store.qdrant.urls: give the gRPC address of at least one node (http://host:6334) when store.backend is `qdrant`".into());
+            }
+            for u in &q.urls {
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    p.push(format!("store.qdrant.urls: `{u}` is not an http(s) URL like http://host:6334"));
+                }
+            }
+            if q.replication_factor == 0 || q.shard_number == 0 || q.write_consistency_factor == 0 {
+                p.push("store.qdrant: replication_factor, write_consistency_factor and shard_number must be at least 1".into());
+            }
+            if q.write_consistency_factor > q.replication_factor {
+                p.push("store.qdrant.write_consistency_factor cannot exceed replication_factor".into());
+            }
+            if q.timeout_ms == 0 || q.connect_timeout_ms == 0 {
+                p.push("store.qdrant: timeout_ms and connect_timeout_ms must be at least 1".into());
+            }
+        }
+        if let Some(u) = &self.redis.url {
+            if !(u.starts_with("redis://") || u.starts_with("rediss://") || u.starts_with("redis+unix://") || u.starts_with("unix://")) {
+                p.push(format!("redis.url: `{u}` is not a URL like redis://127.0.0.1:6379/0"));
+            }
+        }
+        if self.redis.timeout_ms == 0 {
+            p.push("redis.timeout_ms must be at least 1".into());
+        }
         if let Err(e) = self.chunking.validate() {
             p.push(format!("chunking: {e}"));
         }

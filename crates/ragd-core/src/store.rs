@@ -65,6 +65,12 @@ pub trait VectorStore: Send + Sync + 'static {
     /// Copies the collection's storage into the folder `dest`, in the layout the store loads (a
     /// snapshot's `collections/<name>`). The engine calls it while no write runs; searches may.
     /// Stores that keep their data elsewhere (a Qdrant cluster takes its own snapshots) refuse.
+    /// A page of the collection's chunks with their dense vectors, in point-id order, starting at
+    /// `from` (inclusive); the second value is where the next page starts. For moving a collection
+    /// from one store to another (`ragd cluster import`).
+    async fn export(&self, collection: &str, _from: Option<Uuid>, _limit: usize) -> Result<(Vec<ChunkPoint>, Option<Uuid>)> {
+        Err(crate::error::Error::invalid("export_unsupported", format!("this vector store cannot export `{collection}`")))
+    }
     async fn snapshot(&self, collection: &str, _dest: &std::path::Path) -> Result<()> {
         Err(crate::error::Error::invalid(
             "snapshot_unsupported",

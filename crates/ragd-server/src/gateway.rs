@@ -87,6 +87,11 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// The shared limiter's service (Redis), when the limiter has one: `None` for the in-process one.
+    pub async fn limiter_ready(&self) -> Option<Result<(), String>> {
+        self.limiter.ready().await
+    }
+
     pub fn new(settings: &Settings, keys: Arc<dyn KeyStore>, limiter: Arc<dyn RateLimiter>, metrics: Arc<Metrics>) -> Result<Gateway, String> {
         let observer: Arc<dyn ragd_core::breaker::BreakerObserver> = metrics.clone();
         let jwt = settings.auth.jwt.clone().map(|j| JwtVerifier::new(j, &settings.resilience.jwks, observer)).transpose()?;

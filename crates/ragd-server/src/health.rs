@@ -51,11 +51,29 @@ pub async fn readiness(st: &AppState) -> (bool, serde_json::Value) {
     let mut checks = BTreeMap::new();
     // Every probe at once: readiness answers within one probe timeout, whatever the number of checks.
     let generators = engine.generators().all();
-    let (mut store, mut embedder, generator_checks) = tokio::join!(
+    let shared_limiter = async {
+        let t = Instant::now();
+        let r = tokio::time::timeout(PROBE_TIMEOUT, st.gateway.limiter_ready()).await;
+        (r, t.elapsed())
+    };
+    let (mut store, mut embedder, generator_checks, (limiter, limiter_took)) = tokio::join!(
         probe(engine.store().ready()),
         probe(engine.embedder().ready()),
         futures::future::join_all(generators.iter().map(|(_, g)| probe(g.ready()))),
+        shared_limiter,
     );
+    // Redis (cluster mode): not critical. Without it the replica serves with its own rate limits and
+    // no shared cache, and says so here.
+    let redis = match limiter {
+        Ok(None) => None,
+        Ok(Some(Ok(()))) => Some(("ok", None)),
+        Ok(Some(Err(e))) => Some(("down", Some(format!("{e}; rate limits are per replica and the query cache is bypassed until it answers")))),
+        Err(_) => Some(("down", Some("probe timed out; rate limits are per replica and the query cache is bypassed".to_owned()))),
+    };
+    if let Some((status, error)) = redis {
+        let latency_ms = Some((limiter_took.as_secs_f64() * 1e4).round() / 10.0);
+        checks.insert("redis".to_owned(), Check { status, critical: false, latency_ms, error, breaker: None });
+    }
     store.breaker = Some(engine.store_breaker_status());
     checks.insert("vector_store".to_owned(), store);
     embedder.breaker = engine.embedder().breaker_status();

@@ -18,8 +18,8 @@ use qdrant_edge::external::uuid::Uuid as EdgeUuid;
 use qdrant_edge::{
     CountRequest, CreateIndex, Distance, EdgeConfigBuilder, EdgeShard, EdgeSparseVectorParamsBuilder, EdgeVectorParamsBuilder,
     FieldIndexOperations, Filter, Fusion, JsonPath, Modifier, NamedQuery, PayloadFieldSchema, PayloadSchemaType, PointId,
-    PointInsertOperations, PointOperations, PointStruct, Prefetch, QueryEnum, QueryRequest, ScoringQuery, UpdateOperation,
-    Vector, VectorInternal, Vectors, WithPayloadInterface, WithVector,
+    PointInsertOperations, PointOperations, PointStruct, Prefetch, QueryEnum, QueryRequest, ScoringQuery, ScrollRequest, UpdateOperation,
+    Vector, VectorInternal, VectorStructInternal, Vectors, WithPayloadInterface, WithVector,
 };
 use qdrant_edge::bm25_embed::{EdgeBm25, EdgeBm25Config};
 use ragd_core::store::{ChunkPoint, StoreQuery, VectorStore};
@@ -27,8 +27,8 @@ use ragd_core::types::{ChunkHit, Offsets, SearchFilter};
 use ragd_core::{Error, Result};
 use serde_json::{Value, json};
 
-const DENSE: &str = "dense";
-const SPARSE: &str = "bm25";
+pub(crate) const DENSE: &str = "dense";
+pub(crate) const SPARSE: &str = "bm25";
 
 struct Shard {
     edge: EdgeShard,
@@ -169,18 +169,8 @@ impl Inner {
 
     fn point(&self, p: ChunkPoint) -> Result<PointStruct> {
         let sparse = self.bm25.embed_document(&p.chunk.text);
+        let payload = chunk_payload(&p);
         let vectors = Vectors::new_named([(DENSE, Vector::new_dense(p.dense)), (SPARSE, Vector::from(sparse))]);
-        let payload = json!({
-            "doc_id": p.doc_id,
-            "title": p.title,
-            "chunk_index": p.chunk.index,
-            "heading_path": p.chunk.heading_path,
-            "char_start": p.chunk.char_start,
-            "char_end": p.chunk.char_end,
-            "page": p.chunk.page,
-            "text": p.chunk.text,
-            "metadata": Value::Object(p.metadata),
-        });
         Ok(PointStruct::new(PointId::Uuid(EdgeUuid::from_u128(p.id.as_u128())), vectors, payload))
     }
 
@@ -242,7 +232,22 @@ impl Inner {
     }
 }
 
-fn hit_from_payload(chunk_id: &str, score: f32, payload: Value) -> Result<ChunkHit> {
+/// A chunk's payload, the same in both backends.
+pub(crate) fn chunk_payload(p: &ChunkPoint) -> Value {
+    json!({
+        "doc_id": p.doc_id,
+        "title": p.title,
+        "chunk_index": p.chunk.index,
+        "heading_path": p.chunk.heading_path,
+        "char_start": p.chunk.char_start,
+        "char_end": p.chunk.char_end,
+        "page": p.chunk.page,
+        "text": p.chunk.text,
+        "metadata": Value::Object(p.metadata.clone()),
+    })
+}
+
+pub(crate) fn hit_from_payload(chunk_id: &str, score: f32, payload: Value) -> Result<ChunkHit> {
     let s = |k: &str| payload.get(k).and_then(Value::as_str).map(str::to_owned);
     let n = |k: &str| payload.get(k).and_then(Value::as_u64);
     Ok(ChunkHit {
@@ -377,6 +382,54 @@ impl VectorStore for EmbeddedStore {
     async fn optimize(&self, collection: &str) -> Result<bool> {
         let (this, c) = (self.inner.clone(), collection.to_owned());
         blocking(move || this.optimize_blocking(&c)).await
+    }
+
+    async fn export(&self, collection: &str, from: Option<uuid::Uuid>, limit: usize) -> Result<(Vec<ChunkPoint>, Option<uuid::Uuid>)> {
+        let (this, c) = (self.inner.clone(), collection.to_owned());
+        blocking(move || {
+            let shard = this.shard(&c)?;
+            let request = ScrollRequest {
+                offset: from.map(|u| PointId::Uuid(EdgeUuid::from_u128(u.as_u128()))),
+                limit: Some(limit.max(1)),
+                filter: None,
+                with_payload: Some(WithPayloadInterface::Bool(true)),
+                with_vector: WithVector::Selector(vec![DENSE.into()]),
+                order_by: None,
+            };
+            let (records, next) = shard.edge.scroll(request).map_err(Error::internal)?;
+            let uuid_of = |id: &PointId| -> Result<uuid::Uuid> {
+                uuid::Uuid::parse_str(&id.to_string()).map_err(|e| Error::internal(format!("point id {id}: {e}")))
+            };
+            let mut points = Vec::with_capacity(records.len());
+            for r in records {
+                let dense = match &r.vector {
+                    Some(VectorStructInternal::Named(named)) => match named.get(DENSE) {
+                        Some(VectorInternal::Dense(v)) => v.clone(),
+                        _ => return Err(Error::internal(format!("point {} has no dense vector", r.id))),
+                    },
+                    _ => return Err(Error::internal(format!("point {} has no named vectors", r.id))),
+                };
+                let payload = r.payload.map(|pl| Value::Object(pl.0.into_iter().collect())).unwrap_or(Value::Null);
+                let hit = hit_from_payload(&r.id.to_string(), 0.0, payload)?;
+                points.push(ChunkPoint {
+                    id: uuid_of(&r.id)?,
+                    doc_id: hit.doc_id,
+                    title: hit.title,
+                    metadata: hit.metadata,
+                    chunk: ragd_core::chunk::Chunk {
+                        index: hit.chunk_index,
+                        text: hit.text,
+                        heading_path: hit.heading_path,
+                        char_start: hit.offsets.char_start,
+                        char_end: hit.offsets.char_end,
+                        page: hit.offsets.page,
+                    },
+                    dense,
+                });
+            }
+            Ok((points, next.as_ref().map(uuid_of).transpose()?))
+        })
+        .await
     }
 
     async fn snapshot(&self, collection: &str, dest: &Path) -> Result<()> {

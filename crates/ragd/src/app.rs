@@ -17,9 +17,15 @@ use ragd_models::builtin::{BuiltinEmbedder, BuiltinOptions};
 use ragd_models::http::{HttpEmbedderConfig, OllamaEmbedder, OpenAiEmbedder};
 use ragd_models::{BuiltinGenerator, BuiltinGeneratorOptions, HttpGeneratorConfig, OllamaGenerator, OpenAiGenerator};
 use ragd_core::auth::KeyStore;
-use ragd_core::ratelimit::LocalGcra;
+use ragd_core::cache::VectorCache;
+use ragd_core::ratelimit::{LocalGcra, RateLimiter};
+use ragd_core::resilience::ResilientCache;
+use ragd_core::settings::StoreBackend;
+use ragd_core::catalog::Catalog;
+use ragd_core::queue::JobQueue;
+use ragd_core::store::VectorStore;
 use ragd_server::Gateway;
-use ragd_store::{EmbeddedStore, KeyFile, RedbCatalog};
+use ragd_store::{EmbeddedStore, KeyFile, QdrantCatalog, QdrantStore, RedbCatalog, RedisCache, RedisGcra, RedisLink, RedisQueue};
 
 /// Builds the embedder the settings ask for, with the token counter chunking should use.
 pub async fn embedder(settings: &Settings) -> anyhow::Result<(Arc<dyn Embedder>, Arc<dyn TokenCounter>)> {
@@ -103,17 +109,70 @@ pub async fn generators(settings: &Settings, observer: Arc<dyn BreakerObserver>)
     Ok(Generators { default, named })
 }
 
+/// Where API keys and service tokens live: `keys.json` in the data folder (embedded), or the
+/// catalog collection in Qdrant (cluster: every replica sees the same keys).
+pub async fn key_store(settings: &Settings) -> anyhow::Result<Arc<dyn KeyStore>> {
+    Ok(match settings.store.backend {
+        StoreBackend::Embedded => Arc::new(KeyFile::open(&settings.data_dir)?),
+        StoreBackend::Qdrant => {
+            let store = QdrantStore::connect(&settings.store.qdrant)?;
+            Arc::new(QdrantCatalog::open(store).await.context("opening the key store in Qdrant (store.qdrant.urls)")?)
+        }
+    })
+}
+
+/// This machine's name, for naming the replica among the shared queue's consumers.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "ragd".into())
+}
+
+/// The connection to Redis when `redis.url` is set (nothing is contacted until first use).
+fn redis_link(settings: &Settings) -> anyhow::Result<Option<Arc<RedisLink>>> {
+    match settings.redis.url {
+        Some(_) => Ok(Some(RedisLink::new(&settings.redis)?)),
+        None => Ok(None),
+    }
+}
+
 /// Opens the data folder and builds a started engine; `answers: false` skips loading generators
 /// (for commands that only ingest or search).
 pub async fn engine(settings: Settings, answers: bool) -> anyhow::Result<Arc<Engine>> {
     std::fs::create_dir_all(&settings.data_dir).with_context(|| format!("creating data folder {}", settings.data_dir.display()))?;
-    let catalog = RedbCatalog::open(&settings.catalog_path()).map_err(|e| {
-        anyhow::anyhow!("{e} (is another ragd using the data folder {}?)", settings.data_dir.display())
-    })?;
-    let store = EmbeddedStore::open(&settings.collections_path())?;
+    // Embedded: catalog and vectors in the data folder. Cluster: both in Qdrant (the catalog as a
+    // replicated collection of its own) and jobs shared through Redis, so replicas keep nothing.
+    let (catalog, store, job_queue): (Arc<dyn Catalog>, Arc<dyn VectorStore>, Option<Arc<dyn JobQueue>>) = match settings.store.backend {
+        StoreBackend::Embedded => {
+            let catalog = RedbCatalog::open(&settings.catalog_path()).map_err(|e| {
+                anyhow::anyhow!("{e} (is another ragd using the data folder {}?)", settings.data_dir.display())
+            })?;
+            (Arc::new(catalog), Arc::new(EmbeddedStore::open(&settings.collections_path())?), None)
+        }
+        StoreBackend::Qdrant => {
+            let store = QdrantStore::connect(&settings.store.qdrant)?;
+            let catalog = QdrantCatalog::open(store.clone()).await.context("opening the catalog in Qdrant (store.qdrant.urls)")?;
+            let queue = match &settings.redis.url {
+                Some(_) => {
+                    let replica = format!("{}-{}", hostname(), std::process::id());
+                    let stale = Duration::from_secs(settings.ingest.job_stale_secs);
+                    Some(Arc::new(RedisQueue::new(&settings.redis, &replica, stale)?) as Arc<dyn JobQueue>)
+                }
+                None => None,
+            };
+            (Arc::new(catalog), Arc::new(store), queue)
+        }
+    };
     let metrics = Metrics::new();
     let observer: Arc<dyn BreakerObserver> = metrics.clone();
     let (embedder, tokens) = embedder(&settings).await?;
+    // Cluster mode: replicas share query vectors through Redis (keyed by the embedder's model).
+    let query_cache = match redis_link(&settings)? {
+        Some(link) if settings.search.query_cache_entries > 0 => {
+            let cache = Arc::new(RedisCache::new(link, embedder.model_id(), settings.redis.cache_ttl_secs));
+            let timeout = Duration::from_millis(settings.redis.timeout_ms);
+            Some(Arc::new(ResilientCache::new(cache, &settings.resilience.cache, timeout, observer.clone())) as Arc<dyn VectorCache>)
+        }
+        _ => None,
+    };
     let timeout = Duration::from_millis(settings.embedder.timeout_ms);
     let embedder: Arc<dyn Embedder> = Arc::new(ResilientEmbedder::new(embedder, &settings.resilience.embedder, timeout, observer.clone()));
     let generators = if answers { generators(&settings, observer).await? } else { Generators::default() };
@@ -121,10 +180,12 @@ pub async fn engine(settings: Settings, answers: bool) -> anyhow::Result<Arc<Eng
         metrics,
         generators,
         settings: Arc::new(settings),
-        catalog: Arc::new(catalog),
-        store: Arc::new(store),
+        catalog,
+        store,
         embedder,
         tokens,
+        query_cache,
+        job_queue,
     });
     engine.start().await?;
     Ok(engine)
@@ -150,10 +211,15 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         ragd_server::check_tls(files).await?;
     }
     let data = settings.data_dir.clone();
-    let keys: Arc<dyn KeyStore> = Arc::new(KeyFile::open(&settings.data_dir)?);
+    let keys = key_store(&settings).await?;
     let gateway_settings = settings.clone();
     let engine = engine(settings, true).await?;
-    let gateway = Gateway::new(&gateway_settings, keys.clone(), Arc::new(LocalGcra::new()), engine.metrics().clone())
+    // Cluster mode: one budget per key across every replica, through Redis.
+    let limiter: Arc<dyn RateLimiter> = match redis_link(&gateway_settings)? {
+        Some(link) => Arc::new(RedisGcra::new(link, engine.metrics().clone())),
+        None => Arc::new(LocalGcra::new()),
+    };
+    let gateway = Gateway::new(&gateway_settings, keys.clone(), limiter, engine.metrics().clone())
         .map_err(|e| anyhow::anyhow!("the configuration has a problem:\n  - {e}"))?;
     if gateway_settings.auth.enabled && keys.list(None).await?.iter().all(|k| k.revoked_at.is_some()) && gateway_settings.auth.jwt.is_none() {
         tracing::warn!("authentication is on but there is no active key: create one with `ragd keys create --role admin --tenant <tenant>`");

@@ -5,10 +5,9 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use ragd_core::auth::{KeyKind, KeyStore, Role, generate_key};
+use ragd_core::auth::{KeyKind, Role, generate_key};
 use ragd_core::settings::Settings;
 use ragd_core::types::now_rfc3339;
-use ragd_store::KeyFile;
 
 #[derive(Subcommand)]
 pub enum KeysCommand {
@@ -48,7 +47,7 @@ fn parse_role(s: &str) -> Result<Role, String> {
 }
 
 pub async fn run(command: KeysCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
-    let store = KeyFile::open(&settings.data_dir)?;
+    let store = crate::app::key_store(settings).await?;
     match command {
         KeysCommand::Create(a) => {
             let kind = if a.service { KeyKind::ServiceToken } else { KeyKind::ApiKey };

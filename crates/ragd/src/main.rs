@@ -7,6 +7,7 @@ mod bench_gen;
 mod bench_load;
 mod bench_store;
 mod client;
+mod cluster;
 mod eval;
 mod ingest;
 mod keys;
@@ -78,6 +79,11 @@ enum Command {
     Snapshot {
         #[command(subcommand)]
         command: snapshot::SnapshotCommand,
+    },
+    /// Cluster mode: move collections from an embedded data folder into the Qdrant cluster.
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
     },
 }
 
@@ -307,5 +313,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eval::run(args, settings).await
         }
         Command::Snapshot { command } => snapshot::run(command).await,
+        Command::Cluster { command } => {
+            let settings = load_settings(&sources(cli.config, vec![]))?;
+            cluster::run(command, settings).await
+        }
     }
 }

@@ -1,0 +1,165 @@
+//! `ragd cluster import`: moves collections of an embedded data folder (a stopped server's, or one
+//! restored from a snapshot with `ragd snapshot restore`) into the Qdrant cluster the configuration
+//! names (`store.backend = "qdrant"`). Chunks keep their ids, payloads and dense vectors (nothing
+//! is re-embedded), documents keep their records; then both sides are counted and must agree.
+//! Jobs and idempotency keys are not moved (they describe the old server's past).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use ragd_core::catalog::Catalog;
+use ragd_core::settings::{Settings, StoreBackend};
+use ragd_core::embed::EmbedKind;
+use ragd_core::store::{StoreQuery, VectorStore};
+use ragd_store::{EmbeddedStore, QdrantCatalog, QdrantStore, RedbCatalog};
+
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Copy collections from an embedded data folder into the cluster.
+    Import(ImportArgs),
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// The embedded data folder to read (its server must be stopped; a restored snapshot works).
+    #[arg(long)]
+    from: PathBuf,
+    /// Collections to move, by stored name (`<tenant>.<name>` for other tenants); all when absent.
+    #[arg(long = "collection")]
+    collections: Vec<String>,
+    /// Overwrite a collection that already exists in the cluster (its points by id; its documents).
+    #[arg(long)]
+    replace: bool,
+    /// After copying, run these queries (one per line) on both sides in dense, lexical and hybrid
+    /// mode and compare the top 10: exit 1 unless they agree (same chunks with the same scores).
+    #[arg(long)]
+    verify_queries: Option<PathBuf>,
+}
+
+const PAGE: usize = 256;
+
+pub async fn run(command: ClusterCommand, settings: Settings) -> anyhow::Result<ExitCode> {
+    let ClusterCommand::Import(args) = command;
+    if settings.store.backend != StoreBackend::Qdrant {
+        bail!("the configuration's store.backend is `embedded`: set store.backend = \"qdrant\" and store.qdrant.urls to import into a cluster");
+    }
+    let src_catalog = RedbCatalog::open(&args.from.join("catalog.redb"))
+        .map_err(|e| anyhow::anyhow!("{e} (is a server still using {}?)", args.from.display()))?;
+    let src_store = EmbeddedStore::open(&args.from.join("collections"))?;
+    let dst_store = QdrantStore::connect(&settings.store.qdrant)?;
+    let dst_catalog = QdrantCatalog::open(dst_store.clone()).await.context("opening the cluster's catalog")?;
+    let dst: Arc<dyn VectorStore> = Arc::new(dst_store);
+
+    let mut records = src_catalog.list_collections().await?;
+    if !args.collections.is_empty() {
+        for wanted in &args.collections {
+            if !records.iter().any(|r| &r.name == wanted) {
+                bail!("{} has no collection `{wanted}`", args.from.display());
+            }
+        }
+        records.retain(|r| args.collections.contains(&r.name));
+    }
+    let mut ok = true;
+    for record in records {
+        let name = record.name.clone();
+        if dst_catalog.get_collection(&name).await?.is_some() && !args.replace {
+            bail!("the cluster already has collection `{name}` (add --replace to overwrite it)");
+        }
+        let started = std::time::Instant::now();
+        dst.create_collection(&name, record.dimensions).await?;
+        // Chunks first, documents after: as in ingestion, a recorded document has its chunks.
+        let mut from = None;
+        let mut chunks = 0u64;
+        loop {
+            let (points, next) = src_store.export(&name, from, PAGE).await?;
+            chunks += points.len() as u64;
+            if !points.is_empty() {
+                dst.upsert(&name, points).await?;
+            }
+            match next {
+                Some(n) => from = Some(n),
+                None => break,
+            }
+        }
+        let mut after: Option<String> = None;
+        let mut documents = 0u64;
+        loop {
+            let page = src_catalog.list_documents(&name, after.as_deref(), PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            documents += page.len() as u64;
+            dst_catalog.put_documents(&name, page).await?;
+        }
+        if dst_catalog.get_collection(&name).await?.is_some() {
+            dst_catalog.put_collection(record).await?;
+        } else {
+            dst_catalog.create_collection(record).await?;
+        }
+        let (src_chunks, dst_chunks) = (src_store.count(&name, None).await?, dst.count(&name, None).await?);
+        let (src_docs, dst_docs) = (src_catalog.count_documents(&name).await?, dst_catalog.count_documents(&name).await?);
+        let agree = src_chunks == dst_chunks && src_docs == dst_docs && chunks == src_chunks && documents == src_docs;
+        ok &= agree;
+        if let Some(file) = &args.verify_queries {
+            ok &= verify(&settings, file, &name, &src_store, dst.as_ref()).await?;
+        }
+        println!(
+            "{name}: {documents} documents, {chunks} chunks copied in {:.1} s; cluster holds {dst_docs} documents, {dst_chunks} chunks — {}",
+            started.elapsed().as_secs_f64(),
+            if agree { "OK" } else { "MISMATCH" }
+        );
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Runs every query on both stores in each mode; true when every top 10 agrees: the same chunks
+/// with the same scores (to 1e-4: the engines sum floats in different orders). Chunks that tie may
+/// come in another order, so results are compared as sets, their scores as sorted lists.
+async fn verify(settings: &Settings, file: &std::path::Path, collection: &str, src: &dyn VectorStore, dst: &dyn VectorStore) -> anyhow::Result<bool> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let queries: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let (embedder, _) = crate::app::embedder(settings).await?;
+    let vectors = embedder.embed(queries.iter().map(|q| q.to_string()).collect(), EmbedKind::Query).await?;
+    let s = &settings.search;
+    let mut same = [0usize; 3];
+    let mut worst = 0f32;
+    for (q, v) in queries.iter().zip(vectors) {
+        for (m, (dense, lexical)) in [(true, false), (false, true), (true, true)].into_iter().enumerate() {
+            let query = StoreQuery {
+                dense: dense.then(|| v.clone()),
+                text: lexical.then(|| q.to_string()),
+                filter: None,
+                limit: 10,
+                candidates: s.candidates,
+                rrf_k: s.rrf_k,
+                weights: (s.dense_weight, s.lexical_weight),
+            };
+            let (a, b) = (src.search(collection, query.clone()).await?, dst.search(collection, query).await?);
+            let ids = |h: &[ragd_core::types::ChunkHit]| {
+                let mut v: Vec<String> = h.iter().map(|x| x.chunk_id.clone()).collect();
+                v.sort();
+                v
+            };
+            let scores = |h: &[ragd_core::types::ChunkHit]| {
+                let mut v: Vec<f32> = h.iter().map(|x| x.score).collect();
+                v.sort_by(|x, y| y.total_cmp(x));
+                v
+            };
+            let diff = scores(&a).iter().zip(scores(&b)).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            worst = worst.max(diff);
+            if ids(&a) == ids(&b) && diff <= 1e-4 {
+                same[m] += 1;
+            } else {
+                eprintln!("  differs ({}): {q:?}", ["dense", "lexical", "hybrid"][m]);
+            }
+        }
+    }
+    let n = queries.len();
+    println!(
+        "{collection}: top 10 identical for {}/{n} dense, {}/{n} lexical, {}/{n} hybrid queries (largest score difference {worst:.2e})",
+        same[0], same[1], same[2]
+    );
+    Ok(same.iter().all(|&k| k == n))
+}
