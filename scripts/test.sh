@@ -9,6 +9,12 @@ command -v promtool >/dev/null 2>&1 || apt_install "the observability tests scra
 command -v curl >/dev/null 2>&1 || apt_install "the HTTPS test checks HTTP/2 with it" curl
 [ -x /usr/bin/chromium ] || apt_install "the web dashboard is tested in a real browser" chromium fonts-dejavu-core fonts-liberation
 command -v node >/dev/null 2>&1 || apt_install "Playwright drives the browser from Node.js" nodejs npm
+command -v redis-server >/dev/null 2>&1 || apt_install "cluster mode's shared cache, limiter and job queue are tested against a real Redis" redis-server
+if ! redis-cli -p 6379 ping >/dev/null 2>&1; then
+  echo "==> starting Redis on 127.0.0.1:6379 (the Redis tests use it; nothing is kept on disk)"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+  for _ in $(seq 20); do redis-cli -p 6379 ping >/dev/null 2>&1 && break; sleep 0.25; done
+fi
 
 echo "==> npm packages of the browser test (playwright-core, from its lock file)"
 (cd crates/ragd/tests/web && npm ci --no-audit --no-fund --loglevel=error >/dev/null)

@@ -10,7 +10,7 @@
 # There is no Qdrant package for this machine: QDRANT_BIN is a Qdrant server built from Qdrant's
 # public source outside this repository (v1.14.1 forms a 3-node cluster on loopback here; see
 # docs/cluster.md). Without it the script says so and exits 0.
-# Other knobs: RAGD_BIN (default target/release/ragd, else target/debug/ragd), DOCS (documents
+# Other knobs (none may start with RAGD_, which ragd reads as settings): LOOPBACK_RAGD (default target/release/ragd, else target/debug/ragd), DOCS (documents
 # of msmarco-5k to ingest, default all), KEEP=1 (leave the processes and folder for a look).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,17 +21,17 @@ if [ -z "${QDRANT_BIN:-}" ]; then
   exit 0
 fi
 [ -x "$QDRANT_BIN" ] || { echo "QDRANT_BIN=$QDRANT_BIN is not an executable" >&2; exit 2; }
-RAGD_BIN=${RAGD_BIN:-}
-if [ -z "$RAGD_BIN" ]; then
-  for c in target/release/ragd target/debug/ragd; do [ -x "$c" ] && { RAGD_BIN=$ROOT/$c; break; }; done
+LOOPBACK_RAGD=${LOOPBACK_RAGD:-}
+if [ -z "$LOOPBACK_RAGD" ]; then
+  for c in target/release/ragd target/debug/ragd; do [ -x "$c" ] && { LOOPBACK_RAGD=$ROOT/$c; break; }; done
 fi
-[ -x "${RAGD_BIN:-}" ] || { echo "no ragd binary: build one (cargo build --release --bin ragd) or set RAGD_BIN" >&2; exit 2; }
+[ -x "${LOOPBACK_RAGD:-}" ] || { echo "no ragd binary: build one (cargo build --release --bin ragd) or set LOOPBACK_RAGD" >&2; exit 2; }
 command -v haproxy >/dev/null || { echo "haproxy is not installed (apt-get install haproxy)" >&2; exit 2; }
 command -v redis-server >/dev/null || { echo "redis-server is not installed" >&2; exit 2; }
 
 WORK=${WORK:-$(mktemp -d /tmp/ragd-cluster.XXXXXX)}
 mkdir -p "$WORK"
-echo "==> working in $WORK (QDRANT_BIN=$QDRANT_BIN, RAGD_BIN=$RAGD_BIN)"
+echo "==> working in $WORK (QDRANT_BIN=$QDRANT_BIN, LOOPBACK_RAGD=$LOOPBACK_RAGD)"
 PIDS="$WORK/pids"; : > "$PIDS"
 
 cleanup() {
@@ -104,19 +104,22 @@ period_secs = 60
 requests = 1000000
 period_secs = 60
 TOML
-[ -d "${RAGD_MODELS_DIR:-$HOME/.cache/ragd/models}" ] || "$RAGD_BIN" models fetch >/dev/null
+[ -d "${RAGD_MODELS_DIR:-$HOME/.cache/ragd/models}" ] || "$LOOPBACK_RAGD" models fetch >/dev/null
 
 ragd_start() { # i [extra env...]
   local i=$1; shift
   mkdir -p "$WORK/ragd$i"
   env "$@" RAGD_LISTEN=127.0.0.1:1808$i RAGD_ADMIN_LISTEN=127.0.0.1:1908$i RAGD_DATA_DIR="$WORK/ragd$i" \
-    "$RAGD_BIN" --config "$WORK/ragd.toml" serve >>"$WORK/ragd$i.log" 2>&1 &
+    "$LOOPBACK_RAGD" --config "$WORK/ragd.toml" serve >>"$WORK/ragd$i.log" 2>&1 &
   echo "ragd$i $!" >> "$PIDS"
 }
 
 echo "==> an API key, stored in the cluster (every replica sees it)"
-KEY=$("$RAGD_BIN" --config "$WORK/ragd.toml" keys --data "$WORK/keys-cli" create --role admin --tenant default --name loopback 2>/dev/null | tail -1)
-[ -n "$KEY" ] || { echo "could not create a key in the cluster" >&2; exit 1; }
+if ! "$LOOPBACK_RAGD" --config "$WORK/ragd.toml" keys --data "$WORK/keys-cli" create --role admin --tenant default --name loopback \
+    >"$WORK/key.out" 2>"$WORK/key.err"; then
+  echo "could not create a key in the cluster:" >&2; cat "$WORK/key.err" >&2; exit 1
+fi
+KEY=$(tail -1 "$WORK/key.out")
 
 echo "==> 3 ragd replicas"
 for i in 1 2 3; do ragd_start $i; done
@@ -129,5 +132,5 @@ echo "haproxy $!" >> "$PIDS"
 wait_http http://127.0.0.1:18080/health/ready 30
 
 echo "==> exercising it"
-export WORK PIDS RAGD_BIN KEY ROOT QDRANT_BIN
+export WORK PIDS LOOPBACK_RAGD KEY ROOT QDRANT_BIN
 python3 "$ROOT/deploy/loopback/exercise.py"

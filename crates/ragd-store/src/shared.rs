@@ -224,10 +224,11 @@ impl RateLimiter for RedisGcra {
 /// (`XCLAIM … JUSTID`, which resets its idle time). A replica looking for work first claims an entry
 /// idle for `ingest.job_stale_secs` (`XAUTOCLAIM`): the job of a replica that died.
 ///
-/// It has its own connection: a blocking `XREADGROUP` would hold up the cache and the limiter
-/// sharing a connection with it.
+/// Its blocking `XREADGROUP` has a connection of its own: Redis answers a connection's commands in
+/// order, so anything queued behind a blocked read (a push, the cache, the limiter) would wait for it.
 pub struct RedisQueue {
     link: Arc<RedisLink>,
+    reader: Arc<RedisLink>,
     stream: String,
     group: String,
     consumer: String,
@@ -264,12 +265,14 @@ impl RedisQueue {
     /// `replica` names this process among the consumers (host and pid make a readable one).
     pub fn new(settings: &RedisSettings, replica: &str, stale: Duration) -> Result<RedisQueue> {
         let link = RedisLink::new(settings)?;
+        let reader = RedisLink::new(settings)?;
         let stream = link.key("jobs", "stream");
-        Ok(RedisQueue { link, stream, group: GROUP.into(), consumer: replica.to_owned(), min_idle_ms: stale.as_millis().max(1) as u64 })
+        Ok(RedisQueue { link, reader, stream, group: GROUP.into(), consumer: replica.to_owned(), min_idle_ms: stale.as_millis().max(1) as u64 })
     }
 
-    async fn query_within<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd, deadline: Duration) -> std::result::Result<T, String> {
-        let mut c = self.link.connection().await?;
+    /// A blocking read, on the reader's connection.
+    async fn read_within<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd, deadline: Duration) -> std::result::Result<T, String> {
+        let mut c = self.reader.connection().await?;
         match tokio::time::timeout(deadline, cmd.query_async::<T>(&mut c)).await {
             Ok(r) => r.map_err(|e| format!("redis: {e}")),
             Err(_) => Err(format!("redis: no answer within {} ms", deadline.as_millis())),
@@ -314,7 +317,7 @@ impl JobQueue for RedisQueue {
             .arg(&self.stream)
             .arg(">")
             .clone();
-        match self.query_within::<redis::Value>(&read, wait + self.link.timeout).await {
+        match self.read_within::<redis::Value>(&read, wait + self.link.timeout).await {
             Ok(v) => {
                 // [[stream, [entry, ...]]] or nil
                 let entry = items(&v).first().and_then(|s| items(s).get(1)).and_then(|entries| items(entries).first()).and_then(delivery);

@@ -124,6 +124,7 @@ async fn verify(settings: &Settings, file: &std::path::Path, collection: &str, s
     let vectors = embedder.embed(queries.iter().map(|q| q.to_string()).collect(), EmbedKind::Query).await?;
     let s = &settings.search;
     let mut same = [0usize; 3];
+    let mut ties = 0usize;
     let mut worst = 0f32;
     for (q, v) in queries.iter().zip(vectors) {
         for (m, (dense, lexical)) in [(true, false), (false, true), (true, true)].into_iter().enumerate() {
@@ -148,18 +149,73 @@ async fn verify(settings: &Settings, file: &std::path::Path, collection: &str, s
                 v
             };
             let diff = scores(&a).iter().zip(scores(&b)).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-            worst = worst.max(diff);
             if ids(&a) == ids(&b) && diff <= 1e-4 {
+                worst = worst.max(diff);
                 same[m] += 1;
+            } else if m == 2 && candidates_differ_only_in_ties(src, dst, collection, q, &v, s.candidates).await? {
+                // The fused lists differ because the engines order equal-scored candidates
+                // differently (msmarco has duplicate passages): the same results up to ties.
+                ties += 1;
             } else {
+                worst = worst.max(diff);
                 eprintln!("  differs ({}): {q:?}", ["dense", "lexical", "hybrid"][m]);
             }
         }
     }
     let n = queries.len();
     println!(
-        "{collection}: top 10 identical for {}/{n} dense, {}/{n} lexical, {}/{n} hybrid queries (largest score difference {worst:.2e})",
+        "{collection}: top 10 identical for {}/{n} dense, {}/{n} lexical, {}/{n} hybrid queries, {ties} more hybrid equal up to the order of \
+         equal-scored candidates (largest score difference otherwise {worst:.2e})",
         same[0], same[1], same[2]
     );
-    Ok(same.iter().all(|&k| k == n))
+    Ok(same[0] == n && same[1] == n && same[2] + ties == n)
+}
+
+/// True when both stores return the same dense and the same lexical candidates (the lists hybrid
+/// fuses), scores equal, except that candidates with equal scores may come in another order. RRF
+/// scores positions, so a swapped tie changes fused scores by up to ~4e-4 and may change which
+/// chunk takes the tenth place: that is tie-breaking, not a difference in content.
+/// Equal as two engines compute the same score (float sums in another order).
+fn close(x: f32, y: f32) -> bool {
+    (x - y).abs() <= 1e-5 * x.abs().max(1.0)
+}
+
+async fn candidates_differ_only_in_ties(
+    src: &dyn VectorStore,
+    dst: &dyn VectorStore,
+    collection: &str,
+    q: &str,
+    v: &[f32],
+    candidates: usize,
+) -> anyhow::Result<bool> {
+    for (dense, text) in [(Some(v.to_vec()), None), (None, Some(q.to_owned()))] {
+        let query = StoreQuery { dense, text, filter: None, limit: candidates, candidates, rrf_k: 60, weights: (1.0, 1.0) };
+        let (a, b) = (src.search(collection, query.clone()).await?, dst.search(collection, query).await?);
+        if a.len() != b.len() {
+            eprintln!("  hybrid {q:?}: {} vs {} candidates", a.len(), b.len());
+            return Ok(false);
+        }
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            if !close(x.score, y.score) {
+                eprintln!("  hybrid {q:?}: candidate {i} scores {} vs {}", x.score, y.score);
+                return Ok(false);
+            }
+        }
+        // Scores agree place by place; now every chunk must have the same score on both sides, or be
+        // missing from one only in the group of equal scores the list was cut in.
+        for (one, other) in [(&a, &b), (&b, &a)] {
+            let cut = one.last().map(|z| z.score).unwrap_or(0.0);
+            for z in one.iter() {
+                let ok = match other.iter().find(|o| o.chunk_id == z.chunk_id) {
+                    Some(o) => close(o.score, z.score),
+                    None => close(z.score, cut),
+                };
+                if !ok {
+                    eprintln!("  hybrid {q:?}: chunk {} (score {}) is not on the other side with that score", z.chunk_id, z.score);
+                    return Ok(false);
+                }
+            }
+        }
+    }
+    Ok(true)
 }
