@@ -6,10 +6,12 @@ Phases, each printing what it measured; the exit code is 1 when a check fails:
      restarted; queries run through HAProxy all along. Then every acknowledged document must be
      listed, counted and searchable exactly once on every replica.
   B. rate limits across the 3 replicas: one key, 100 queries/min, 300 asked.
-  C. the query cache is shared: a query answered by replica 1 is a cache hit on replica 2.
+  C. the query cache is shared: a query answered by replica 1 is a cache hit on replica 2; a
+     conversation started on replica 1 continues on replica 3.
   D. Redis stopped: queries keep working, readiness says `degraded` with redis down, limits fall back.
   E. an embedded ragd snapshotted while ingesting, restored into a new folder and moved into the
      cluster (`ragd cluster import --verify-queries`) gives the same search results.
+  F. Qdrant's full snapshot on every node (`ragd cluster snapshot`).
 """
 import http.client
 import json
@@ -386,7 +388,15 @@ def phase_c():
     after = metric(2, "ragd_cache_requests_total", labels)
     check(s1 == 200 and s2 == 200 and before is not None and after == before + 1,
           f"a query first answered by replica 1 is a cache hit on replica 2 (replica 2 hits {before} -> {after})")
-    results["C"] = {"hits_before": before, "hits_after": after}
+    conv = f"loopback-{uuid.uuid4().hex[:8]}"
+    s1, a1 = call(REPLICA[1], "POST", f"/api/v1/collections/{COLLECTION}/query",
+                  {"question": "what is the fahrenheit scale", "conversation_id": conv})
+    s3, a3 = call(REPLICA[3], "POST", f"/api/v1/collections/{COLLECTION}/query",
+                  {"question": "who invented it", "conversation_id": conv})
+    rq = a3.get("retrieval_query", "") if isinstance(a3, dict) else ""
+    check(s1 == 200 and s3 == 200 and "fahrenheit scale" in rq,
+          f"a conversation started on replica 1 continues on replica 3 (its follow-up searched as {rq!r})")
+    results["C"] = {"hits_before": before, "hits_after": after, "follow_up_retrieval_query": rq}
 
 
 # ---- phase D: Redis stopped ----------------------------------------------------------------------
@@ -476,8 +486,21 @@ def phase_e():
     results["E"] = {"import_output": r.stdout.strip(), "served": info}
 
 
+# ---- phase F: Qdrant snapshots of the cluster ----------------------------------------------------
+
+def phase_f():
+    print("==> F. Qdrant snapshots of every node (ragd cluster snapshot)", flush=True)
+    r = subprocess.run([RAGD, "--config", f"{WORK}/ragd.toml", "cluster", "snapshot"], capture_output=True, text=True)
+    print("    " + (r.stdout + r.stderr).strip().replace("\n", "\n    "))
+    files = {i: sorted(f for f in os.listdir(f"{WORK}/qdrant{i}/snapshots") if f.endswith(".snapshot"))
+             for i in (1, 2, 3) if os.path.isdir(f"{WORK}/qdrant{i}/snapshots")}
+    check(r.returncode == 0 and len(files) == 3 and all(files.values()),
+          f"a full snapshot on each of the 3 nodes ({ {i: len(v) for i, v in files.items()} } files)")
+    results["F"] = {"output": r.stdout.strip(), "files": files}
+
+
 def main():
-    for phase in (phase_a, phase_b, phase_c, phase_d, phase_e):
+    for phase in (phase_a, phase_b, phase_c, phase_d, phase_e, phase_f):
         try:
             phase()
         except Exception as e:  # a phase that crashes is a failure, the others still run

@@ -173,8 +173,17 @@ impl Generators {
     }
 }
 
-/// Conversation histories, bounded in turns per conversation, in number and in idle time.
-pub(crate) struct Conversations {
+/// Where conversation histories live: this process (`Conversations`) or, in cluster mode, Redis,
+/// so a follow-up question may reach any replica. A store that fails makes the question stand
+/// alone (logged), never fails it.
+#[async_trait::async_trait]
+pub trait ConversationStore: Send + Sync {
+    async fn history(&self, key: &str) -> std::result::Result<Vec<Turn>, String>;
+    async fn record(&self, key: &str, turn: Turn) -> std::result::Result<(), String>;
+}
+
+/// Conversation histories in this process, bounded in turns per conversation, in number and in idle time.
+pub struct Conversations {
     inner: std::sync::Mutex<HashMap<String, Conversation>>,
     turns: usize,
     max: usize,
@@ -187,11 +196,11 @@ struct Conversation {
 }
 
 impl Conversations {
-    pub(crate) fn new(turns: usize, max: usize, ttl: Duration) -> Self {
+    pub fn new(turns: usize, max: usize, ttl: Duration) -> Self {
         Conversations { inner: Default::default(), turns, max, ttl }
     }
 
-    pub(crate) fn history(&self, key: &str) -> Vec<Turn> {
+    pub fn history(&self, key: &str) -> Vec<Turn> {
         let mut map = self.inner.lock().expect("conversations lock");
         match map.get(key) {
             Some(c) if c.last_used.elapsed() <= self.ttl => c.turns.iter().cloned().collect(),
@@ -203,7 +212,7 @@ impl Conversations {
         }
     }
 
-    pub(crate) fn record(&self, key: &str, turn: Turn) {
+    pub fn record(&self, key: &str, turn: Turn) {
         if self.turns == 0 {
             return;
         }
@@ -222,6 +231,17 @@ impl Conversations {
             c.turns.pop_front();
         }
         c.last_used = Instant::now();
+    }
+}
+
+#[async_trait::async_trait]
+impl ConversationStore for Conversations {
+    async fn history(&self, key: &str) -> std::result::Result<Vec<Turn>, String> {
+        Ok(Conversations::history(self, key))
+    }
+    async fn record(&self, key: &str, turn: Turn) -> std::result::Result<(), String> {
+        Conversations::record(self, key, turn);
+        Ok(())
     }
 }
 
@@ -270,7 +290,13 @@ impl Engine {
         let conversation_key = req.conversation_id.as_ref().map(|id| format!("{}\u{0}{collection}\u{0}{id}", record.tenant));
         let history = match history {
             Some(h) => h,
-            None => conversation_key.as_deref().map(|k| self.conversations.history(k)).unwrap_or_default(),
+            None => match conversation_key.as_deref() {
+                Some(k) => self.conversations.history(k).await.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "conversation history unavailable: answering the question on its own");
+                    Vec::new()
+                }),
+                None => Vec::new(),
+            },
         };
 
         let (tx, rx) = mpsc::channel(64);
@@ -427,7 +453,9 @@ impl QueryJob {
         }
 
         if let Some(key) = &self.conversation_key {
-            self.engine.conversations.record(key, Turn { question: self.question.clone(), answer: answer.clone() });
+            if let Err(e) = self.engine.conversations.record(key, Turn { question: self.question.clone(), answer: answer.clone() }).await {
+                tracing::warn!(error = %e, "could not record the conversation turn");
+            }
         }
         let response = QueryResponse {
             answer,

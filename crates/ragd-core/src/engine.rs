@@ -112,6 +112,8 @@ pub struct Parts {
     pub query_cache: Option<Arc<dyn crate::cache::VectorCache>>,
     /// A job queue shared by replicas (cluster mode: Redis Streams); `None` keeps jobs in this process.
     pub job_queue: Option<Arc<dyn crate::queue::JobQueue>>,
+    /// Conversation histories shared by replicas (cluster mode: Redis); `None` keeps them in this process.
+    pub conversations: Option<Arc<dyn crate::answer::ConversationStore>>,
 }
 
 pub struct Engine {
@@ -121,7 +123,7 @@ pub struct Engine {
     pub(crate) embedder: Arc<dyn Embedder>,
     pub(crate) tokens: Arc<dyn TokenCounter>,
     pub(crate) generators: Generators,
-    pub(crate) conversations: Conversations,
+    pub(crate) conversations: Arc<dyn crate::answer::ConversationStore>,
     /// Query vectors by query text (`search.query_cache_entries`; `None` when 0).
     query_cache: Option<Arc<dyn crate::cache::VectorCache>>,
     /// The outbound stack around vector-store searches (breaker, cap, `search.timeout_ms`; retried
@@ -164,7 +166,10 @@ impl Engine {
         let (tx, rx) = mpsc::unbounded_channel();
         let (finished, _) = broadcast::channel(1024);
         let a = &parts.settings.answer;
-        let conversations = Conversations::new(a.conversation_turns, a.max_conversations, Duration::from_secs(a.conversation_ttl_secs));
+        let conversations: Arc<dyn crate::answer::ConversationStore> = match parts.conversations {
+            Some(shared) => shared,
+            None => Arc::new(Conversations::new(a.conversation_turns, a.max_conversations, Duration::from_secs(a.conversation_ttl_secs))),
+        };
         let entries = parts.settings.search.query_cache_entries;
         let workers = parts.settings.ingest.workers.max(1);
         let query_cache = match parts.query_cache {

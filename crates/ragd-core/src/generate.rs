@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use crate::error::Result;
 
 /// One earlier exchange of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Turn {
     pub question: String,
     pub answer: String,

@@ -16,4 +16,4 @@ pub use embedded::EmbeddedStore;
 pub use keys::KeyFile;
 pub use qdrant::QdrantStore;
 pub use qdrant_catalog::QdrantCatalog;
-pub use shared::{RedisCache, RedisGcra, RedisLink, RedisQueue};
+pub use shared::{RedisCache, RedisConversations, RedisGcra, RedisLink, RedisQueue};

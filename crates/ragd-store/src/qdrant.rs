@@ -101,6 +101,33 @@ impl QdrantStore {
         })
     }
 
+    /// Qdrant's full snapshot on every node (all collections the node holds, the catalog included),
+    /// one node after the other: `(node, Ok((name, bytes)))` or why that node failed. A node's
+    /// snapshot is kept in its own snapshots folder; Qdrant's REST API downloads and recovers it.
+    pub async fn snapshot_nodes(&self, deadline: Duration) -> Vec<(String, std::result::Result<(String, u64), String>)> {
+        let mut out = Vec::new();
+        for node in &self.inner.nodes {
+            // A client of its own: snapshots take longer than `store.qdrant.timeout_ms`.
+            let mut b = Qdrant::from_url(&node.url).timeout(deadline).connect_timeout(Duration::from_millis(self.inner.settings.connect_timeout_ms)).skip_compatibility_check();
+            if let Some(key) = &self.inner.settings.api_key {
+                b = b.api_key(key.expose());
+            }
+            let r = match b.build() {
+                Ok(client) => match tokio::time::timeout(deadline, client.create_full_snapshot()).await {
+                    Ok(Ok(resp)) => resp
+                        .snapshot_description
+                        .map(|d| (d.name, d.size.max(0) as u64))
+                        .ok_or_else(|| "the node answered without a snapshot".to_owned()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("no snapshot within {} s", deadline.as_secs())),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            out.push((node.url.clone(), r));
+        }
+        out
+    }
+
     pub(crate) fn settings(&self) -> &QdrantSettings {
         &self.inner.settings
     }

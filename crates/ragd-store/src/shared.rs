@@ -1,4 +1,5 @@
-//! Redis for what cluster replicas share: the query-vector cache and the rate limiter. Both are
+//! Redis for what cluster replicas share: the query-vector cache, the rate limiter, conversation
+//! histories and the job queue. The cache and the limiter are
 //! optional comforts, never a reason to fail a request: when Redis does not answer within
 //! `redis.timeout_ms`, the cache is bypassed (the response says `cache`) and each replica limits
 //! on its own (readiness and `ragd_ratelimit_fallback_decisions_total` say so) until Redis is back.
@@ -11,7 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use ragd_core::answer::ConversationStore;
 use ragd_core::cache::VectorCache;
+use ragd_core::generate::Turn;
 use ragd_core::metrics::Metrics;
 use ragd_core::queue::{Delivery, JobQueue, Popped};
 use ragd_core::ratelimit::{Decision, LocalGcra, Quota, RateLimiter, gcra};
@@ -350,5 +353,44 @@ impl JobQueue for RedisQueue {
             Err(e) if e.contains("BUSYGROUP") => Ok(false),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// Conversation histories in Redis (cluster mode), so a follow-up question may reach any replica:
+/// one list of JSON turns per conversation (`<prefix>conv:<sha256(key)>`), trimmed to
+/// `answer.conversation_turns` and expiring `answer.conversation_ttl_secs` after its last turn.
+pub struct RedisConversations {
+    link: Arc<RedisLink>,
+    turns: usize,
+    ttl_secs: u64,
+}
+
+impl RedisConversations {
+    pub fn new(link: Arc<RedisLink>, turns: usize, ttl: Duration) -> RedisConversations {
+        RedisConversations { link, turns, ttl_secs: ttl.as_secs().max(1) }
+    }
+
+    fn key(&self, conversation: &str) -> String {
+        self.link.key("conv", &hex::encode(Sha256::digest(conversation.as_bytes())))
+    }
+}
+
+#[async_trait]
+impl ConversationStore for RedisConversations {
+    async fn history(&self, key: &str) -> std::result::Result<Vec<Turn>, String> {
+        let items: Vec<String> = self.link.query(redis::cmd("LRANGE").arg(self.key(key)).arg(0).arg(-1)).await?;
+        Ok(items.iter().filter_map(|t| serde_json::from_str(t).ok()).collect())
+    }
+
+    async fn record(&self, key: &str, turn: Turn) -> std::result::Result<(), String> {
+        if self.turns == 0 {
+            return Ok(());
+        }
+        let k = self.key(key);
+        let json = serde_json::to_string(&turn).map_err(|e| e.to_string())?;
+        let _: i64 = self.link.query(redis::cmd("RPUSH").arg(&k).arg(json)).await?;
+        let _: () = self.link.query(redis::cmd("LTRIM").arg(&k).arg(-(self.turns as i64)).arg(-1)).await?;
+        let _: i64 = self.link.query(redis::cmd("EXPIRE").arg(&k).arg(self.ttl_secs)).await?;
+        Ok(())
     }
 }

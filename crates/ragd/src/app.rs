@@ -17,6 +17,7 @@ use ragd_models::builtin::{BuiltinEmbedder, BuiltinOptions};
 use ragd_models::http::{HttpEmbedderConfig, OllamaEmbedder, OpenAiEmbedder};
 use ragd_models::{BuiltinGenerator, BuiltinGeneratorOptions, HttpGeneratorConfig, OllamaGenerator, OpenAiGenerator};
 use ragd_core::auth::KeyStore;
+use ragd_core::answer::ConversationStore;
 use ragd_core::cache::VectorCache;
 use ragd_core::ratelimit::{LocalGcra, RateLimiter};
 use ragd_core::resilience::ResilientCache;
@@ -25,7 +26,7 @@ use ragd_core::catalog::Catalog;
 use ragd_core::queue::JobQueue;
 use ragd_core::store::VectorStore;
 use ragd_server::Gateway;
-use ragd_store::{EmbeddedStore, KeyFile, QdrantCatalog, QdrantStore, RedbCatalog, RedisCache, RedisGcra, RedisLink, RedisQueue};
+use ragd_store::{EmbeddedStore, KeyFile, QdrantCatalog, QdrantStore, RedbCatalog, RedisCache, RedisConversations, RedisGcra, RedisLink, RedisQueue};
 
 /// Builds the embedder the settings ask for, with the token counter chunking should use.
 pub async fn embedder(settings: &Settings) -> anyhow::Result<(Arc<dyn Embedder>, Arc<dyn TokenCounter>)> {
@@ -165,14 +166,20 @@ pub async fn engine(settings: Settings, answers: bool) -> anyhow::Result<Arc<Eng
     let observer: Arc<dyn BreakerObserver> = metrics.clone();
     let (embedder, tokens) = embedder(&settings).await?;
     // Cluster mode: replicas share query vectors through Redis (keyed by the embedder's model).
-    let query_cache = match redis_link(&settings)? {
+    let link = redis_link(&settings)?;
+    let query_cache = match &link {
         Some(link) if settings.search.query_cache_entries > 0 => {
-            let cache = Arc::new(RedisCache::new(link, embedder.model_id(), settings.redis.cache_ttl_secs));
+            let cache = Arc::new(RedisCache::new(link.clone(), embedder.model_id(), settings.redis.cache_ttl_secs));
             let timeout = Duration::from_millis(settings.redis.timeout_ms);
             Some(Arc::new(ResilientCache::new(cache, &settings.resilience.cache, timeout, observer.clone())) as Arc<dyn VectorCache>)
         }
         _ => None,
     };
+    // Follow-up questions may reach any replica: their histories live in Redis too.
+    let conversations = link.map(|link| {
+        let a = &settings.answer;
+        Arc::new(RedisConversations::new(link, a.conversation_turns, Duration::from_secs(a.conversation_ttl_secs))) as Arc<dyn ConversationStore>
+    });
     let timeout = Duration::from_millis(settings.embedder.timeout_ms);
     let embedder: Arc<dyn Embedder> = Arc::new(ResilientEmbedder::new(embedder, &settings.resilience.embedder, timeout, observer.clone()));
     let generators = if answers { generators(&settings, observer).await? } else { Generators::default() };
@@ -186,6 +193,7 @@ pub async fn engine(settings: Settings, answers: bool) -> anyhow::Result<Arc<Eng
         tokens,
         query_cache,
         job_queue,
+        conversations,
     });
     engine.start().await?;
     Ok(engine)
