@@ -670,8 +670,11 @@ impl Engine {
             if job.status.is_finished() {
                 return Ok(job);
             }
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Err(_) => return Ok(job),
+            // With a shared queue another replica may finish it: look again every second too.
+            let next = if self.shared_queue.is_some() { deadline.min(tokio::time::Instant::now() + Duration::from_secs(1)) } else { deadline };
+            match tokio::time::timeout_at(next, rx.recv()).await {
+                Err(_) if next < deadline => continue,
+                Err(_) => return self.job(id).await,
                 Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
                 Ok(Err(broadcast::error::RecvError::Closed)) => return self.job(id).await,
             }

@@ -58,7 +58,8 @@ pub(crate) fn spawn_workers(engine: Arc<Engine>, rx: mpsc::UnboundedReceiver<Str
         });
     }
     if let Some(queue) = engine.shared_queue.clone() {
-        spawn_feeder(engine.clone(), queue);
+        spawn_feeder(engine.clone(), queue.clone());
+        spawn_claim_keeper(engine.clone(), queue);
     }
     spawn_reaper(engine);
 }
@@ -73,10 +74,24 @@ fn spawn_feeder(engine: Arc<Engine>, queue: Arc<dyn JobQueue>) {
             match queue.pop(Duration::from_secs(2)).await {
                 Ok(Popped::Job(delivery)) => {
                     warned = false;
-                    permit.forget();
                     let id = delivery.job_id.clone();
-                    engine.deliveries.lock().expect("deliveries").insert(id.clone(), delivery);
-                    let _ = engine.queue.send(id);
+                    let held = engine.deliveries.lock().expect("deliveries").get(&id).cloned();
+                    match held {
+                        // Already running here (claimed back, or offered twice): one run is enough.
+                        Some(running) => {
+                            if running.token != delivery.token {
+                                if let Err(e) = queue.ack(&delivery).await {
+                                    tracing::debug!(job = %id, error = %e, "could not drop a duplicate queue entry");
+                                }
+                            }
+                            drop(permit);
+                        }
+                        None => {
+                            permit.forget();
+                            engine.deliveries.lock().expect("deliveries").insert(id.clone(), delivery);
+                            let _ = engine.queue.send(id);
+                        }
+                    }
                 }
                 Ok(Popped::Nothing) => warned = false,
                 Ok(Popped::Reset) => {
@@ -92,6 +107,45 @@ fn spawn_feeder(engine: Arc<Engine>, queue: Arc<dyn JobQueue>) {
                     }
                     drop(permit);
                     tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
+}
+
+/// Cluster mode, every third of `ingest.job_stale_secs`: renews this replica's claim on every job it
+/// holds (so a long first batch is not taken over while it runs; the local reaper handles a hung
+/// one), and offers again any unfinished job that nobody holds and that has not moved for twice
+/// that time (its push was lost: a crash between acknowledgement and queueing, or a local run on
+/// a replica that died).
+fn spawn_claim_keeper(engine: Arc<Engine>, queue: Arc<dyn JobQueue>) {
+    let stale = Duration::from_secs(engine.settings.ingest.job_stale_secs.max(1));
+    tokio::spawn(async move {
+        let mut rounds = 0u64;
+        loop {
+            tokio::time::sleep(stale / 3).await;
+            let held: Vec<_> = engine.deliveries.lock().expect("deliveries").values().cloned().collect();
+            for d in &held {
+                if let Err(e) = queue.touch(d).await {
+                    tracing::debug!(job = %d.job_id, error = %e, "could not renew the job's claim");
+                }
+            }
+            rounds += 1;
+            if rounds % 3 != 0 {
+                continue;
+            }
+            let (Ok(queued), Ok(jobs)) = (queue.job_ids().await, engine.catalog.unfinished_jobs().await) else { continue };
+            let now = chrono::Utc::now();
+            for job in jobs {
+                let idle = chrono::DateTime::parse_from_rfc3339(&job.updated_at)
+                    .map(|t| (now - t.with_timezone(&chrono::Utc)).to_std().unwrap_or_default())
+                    .unwrap_or_default();
+                let local = engine.active_jobs.lock().expect("active jobs").contains_key(&job.id);
+                if !local && !queued.contains(&job.id) && idle >= stale * 2 {
+                    tracing::warn!(job = %job.id, idle_s = idle.as_secs(), "unfinished job held by no one: offering it again");
+                    if let Err(e) = queue.push(&job.id).await {
+                        tracing::warn!(job = %job.id, error = %e, "could not offer the job again");
+                    }
                 }
             }
         }
@@ -206,6 +260,14 @@ async fn run_job(engine: &Engine, job_id: &str) -> Result<()> {
             };
             job.error = Some(JobError { code: e.code().into(), message });
             fail_pending(&mut job, "not ingested: the job failed");
+        }
+    }
+    // Another run of the same job (cluster mode: offered twice) may have finished it meanwhile; its
+    // outcome stands.
+    if let Some(current) = engine.catalog.get_job(&job.id).await? {
+        if current.status.is_finished() {
+            tracing::info!(job = %job.id, status = current.status.as_str(), "job already finished by another run");
+            return Ok(());
         }
     }
     engine.catalog.update_job(&job).await?;

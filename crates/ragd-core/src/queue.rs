@@ -40,6 +40,8 @@ pub trait JobQueue: Send + Sync {
     async fn ack(&self, delivery: &Delivery) -> Result<(), String>;
     /// The job's worker made progress: other replicas leave it alone.
     async fn touch(&self, delivery: &Delivery) -> Result<(), String>;
+    /// The jobs the queue holds (waiting or taken), to find unfinished jobs it lost.
+    async fn job_ids(&self) -> Result<std::collections::HashSet<String>, String>;
     /// At start-up: makes sure the queue exists; `true` when it had to be created, i.e. it holds
     /// none of the unfinished jobs and they must be offered again.
     async fn prepare(&self) -> Result<bool, String>;

@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 pub struct RedisLink {
     client: redis::Client,
     conn: tokio::sync::RwLock<Option<ConnectionManager>>,
+    connecting: tokio::sync::Mutex<()>,
     /// When the last failed first-connection attempt started (so a dead Redis costs one attempt a second).
     last_attempt: parking_lot::Mutex<Option<Instant>>,
     timeout: Duration,
@@ -40,6 +41,7 @@ impl RedisLink {
         Ok(Arc::new(RedisLink {
             client,
             conn: tokio::sync::RwLock::new(None),
+            connecting: tokio::sync::Mutex::new(()),
             last_attempt: parking_lot::Mutex::new(None),
             timeout: Duration::from_millis(settings.timeout_ms),
             prefix: settings.key_prefix.clone(),
@@ -50,8 +52,13 @@ impl RedisLink {
         if let Some(c) = self.conn.read().await.as_ref() {
             return Ok(c.clone());
         }
-        let mut slot = self.conn.write().await;
-        if let Some(c) = slot.as_ref() {
+        // One connection attempt at a time, one a second at most, made without holding the slot.
+        // Callers wait for an attempt in progress no longer than one command's deadline, then fail
+        // (the cache is bypassed, the limiter decides locally) instead of queueing behind it.
+        let Ok(_connecting) = tokio::time::timeout(self.timeout, self.connecting.lock()).await else {
+            return Err("redis: still connecting".into());
+        };
+        if let Some(c) = self.conn.read().await.as_ref() {
             return Ok(c.clone());
         }
         {
@@ -69,8 +76,8 @@ impl RedisLink {
         let made = tokio::time::timeout(self.timeout * 4, ConnectionManager::new_with_config(self.client.clone(), config)).await;
         match made {
             Ok(Ok(c)) => {
-                *slot = Some(c.clone());
-                Ok(c)
+                let mut slot = self.conn.write().await;
+                Ok(slot.get_or_insert(c).clone())
             }
             Ok(Err(e)) => Err(format!("redis: {e}")),
             Err(_) => Err(format!("redis: no connection within {} ms", (self.timeout * 4).as_millis())),
@@ -81,6 +88,15 @@ impl RedisLink {
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> std::result::Result<T, String> {
         let mut c = self.connection().await?;
         match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut c)).await {
+            Ok(r) => r.map_err(|e| format!("redis: {e}")),
+            Err(_) => Err(format!("redis: no answer within {} ms", self.timeout.as_millis())),
+        }
+    }
+
+    /// Several commands applied together (`MULTI`/`EXEC`), with the deadline.
+    async fn atomic(&self, pipe: &redis::Pipeline) -> std::result::Result<(), String> {
+        let mut c = self.connection().await?;
+        match tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut c)).await {
             Ok(r) => r.map_err(|e| format!("redis: {e}")),
             Err(_) => Err(format!("redis: no answer within {} ms", self.timeout.as_millis())),
         }
@@ -165,11 +181,15 @@ local count = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local ahead = tat - now
-if ahead <= tolerance and count == 1 then
-  local new_tat = tat + interval
-  redis.call('SET', KEYS[1], new_tat, 'PX', math.floor((new_tat - now) / 1000) + 1000)
+local allowed = 0
+if ahead <= tolerance then
+  allowed = 1
+  if count == 1 then
+    local new_tat = tat + interval
+    redis.call('SET', KEYS[1], new_tat, 'PX', math.floor((new_tat - now) / 1000) + 1000)
+  end
 end
-return ahead
+return {ahead, allowed}
 ";
 
 pub struct RedisGcra {
@@ -191,8 +211,19 @@ impl RedisGcra {
         let interval_us = quota.interval().as_micros() as u64;
         let tolerance_us = interval_us * u64::from(quota.burst.saturating_sub(1));
         let redis_key = self.link.key("rl", key);
-        match self.link.script::<i64>(&self.script, &redis_key, &[interval_us.max(1), tolerance_us, u64::from(count)]).await {
-            Ok(ahead_us) => gcra(quota, Duration::from_micros(ahead_us.max(0) as u64), count).0,
+        match self.link.script::<(i64, i64)>(&self.script, &redis_key, &[interval_us.max(1), tolerance_us, u64::from(count)]).await {
+            Ok((ahead_us, allowed)) => {
+                let mut d = gcra(quota, Duration::from_micros(ahead_us.max(0) as u64), count).0;
+                // The script counted (or not) in whole microseconds; its word is what happened.
+                if d.allowed != (allowed == 1) {
+                    d.allowed = allowed == 1;
+                    if !d.allowed {
+                        d.remaining = 0;
+                        d.retry_after = d.retry_after.max(Duration::from_micros(1));
+                    }
+                }
+                d
+            }
             Err(e) => {
                 self.metrics.count_ratelimit_fallback();
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -236,6 +267,8 @@ pub struct RedisQueue {
     group: String,
     consumer: String,
     min_idle_ms: u64,
+    /// Where the next `XAUTOCLAIM` scan starts.
+    cursor: parking_lot::Mutex<String>,
 }
 
 const GROUP: &str = "workers";
@@ -270,7 +303,7 @@ impl RedisQueue {
         let link = RedisLink::new(settings)?;
         let reader = RedisLink::new(settings)?;
         let stream = link.key("jobs", "stream");
-        Ok(RedisQueue { link, reader, stream, group: GROUP.into(), consumer: replica.to_owned(), min_idle_ms: stale.as_millis().max(1) as u64 })
+        Ok(RedisQueue { link, reader, stream, group: GROUP.into(), consumer: replica.to_owned(), min_idle_ms: stale.as_millis().max(1) as u64, cursor: parking_lot::Mutex::new("0-0".into()) })
     }
 
     /// A blocking read, on the reader's connection.
@@ -292,14 +325,18 @@ impl JobQueue for RedisQueue {
 
     async fn pop(&self, wait: Duration) -> std::result::Result<Popped, String> {
         // A job whose worker went silent first.
+        let from = self.cursor.lock().clone();
         let claimed: std::result::Result<redis::Value, String> = self
             .link
             .query(
-                redis::cmd("XAUTOCLAIM").arg(&self.stream).arg(&self.group).arg(&self.consumer).arg(self.min_idle_ms).arg("0-0").arg("COUNT").arg(1),
+                redis::cmd("XAUTOCLAIM").arg(&self.stream).arg(&self.group).arg(&self.consumer).arg(self.min_idle_ms).arg(from).arg("COUNT").arg(1),
             )
             .await;
         match claimed {
             Ok(v) => {
+                // Redis looks at a few pending entries per call: resume where it stopped, so a
+                // silent job behind live ones is reached too.
+                *self.cursor.lock() = items(&v).first().and_then(bulk).unwrap_or_else(|| "0-0".into());
                 if let Some(d) = items(&v).get(1).and_then(|entries| items(entries).first()).and_then(delivery) {
                     tracing::warn!(job = %d.job_id, "claimed a job whose replica went silent");
                     return Ok(Popped::Job(d));
@@ -332,9 +369,11 @@ impl JobQueue for RedisQueue {
     }
 
     async fn ack(&self, d: &Delivery) -> std::result::Result<(), String> {
-        let _: i64 = self.link.query(redis::cmd("XACK").arg(&self.stream).arg(&self.group).arg(&d.token)).await?;
-        let _: i64 = self.link.query(redis::cmd("XDEL").arg(&self.stream).arg(&d.token)).await?;
-        Ok(())
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("XACK").arg(&self.stream).arg(&self.group).arg(&d.token).ignore()
+            .cmd("XDEL").arg(&self.stream).arg(&d.token).ignore();
+        self.link.atomic(&pipe).await
     }
 
     async fn touch(&self, d: &Delivery) -> std::result::Result<(), String> {
@@ -343,6 +382,12 @@ impl JobQueue for RedisQueue {
             .query(redis::cmd("XCLAIM").arg(&self.stream).arg(&self.group).arg(&self.consumer).arg(0).arg(&d.token).arg("JUSTID"))
             .await?;
         Ok(())
+    }
+
+    async fn job_ids(&self) -> std::result::Result<std::collections::HashSet<String>, String> {
+        // Acknowledged entries are deleted, so the stream holds only waiting and taken jobs.
+        let v: redis::Value = self.link.query(redis::cmd("XRANGE").arg(&self.stream).arg("-").arg("+")).await?;
+        Ok(items(&v).iter().filter_map(delivery).map(|d| d.job_id).collect())
     }
 
     async fn prepare(&self) -> std::result::Result<bool, String> {
@@ -388,9 +433,12 @@ impl ConversationStore for RedisConversations {
         }
         let k = self.key(key);
         let json = serde_json::to_string(&turn).map_err(|e| e.to_string())?;
-        let _: i64 = self.link.query(redis::cmd("RPUSH").arg(&k).arg(json)).await?;
-        let _: () = self.link.query(redis::cmd("LTRIM").arg(&k).arg(-(self.turns as i64)).arg(-1)).await?;
-        let _: i64 = self.link.query(redis::cmd("EXPIRE").arg(&k).arg(self.ttl_secs)).await?;
-        Ok(())
+        // One transaction, so the list never outlives its expiry.
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("RPUSH").arg(&k).arg(json).ignore()
+            .cmd("LTRIM").arg(&k).arg(-(self.turns as i64)).arg(-1).ignore()
+            .cmd("EXPIRE").arg(&k).arg(self.ttl_secs).ignore();
+        self.link.atomic(&pipe).await
     }
 }

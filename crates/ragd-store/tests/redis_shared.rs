@@ -110,6 +110,8 @@ async fn a_job_left_by_a_dead_replica_is_claimed_by_another() {
     assert!(!b.prepare().await.unwrap(), "the others find it");
     a.push("job-1").await.unwrap();
     a.push("job-2").await.unwrap();
+    let held = b.job_ids().await.unwrap();
+    assert!(held.contains("job-1") && held.contains("job-2") && held.len() == 2, "{held:?}");
     // Replica a takes job-1 and dies without acknowledging it.
     let Popped::Job(d1) = a.pop(Duration::from_millis(500)).await.unwrap() else { panic!("job-1 for a") };
     assert_eq!(d1.job_id, "job-1");
@@ -129,6 +131,7 @@ async fn a_job_left_by_a_dead_replica_is_claimed_by_another() {
     b.ack(&d2).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(c.pop(Duration::from_millis(100)).await.unwrap(), Popped::Nothing, "acknowledged jobs are gone");
+    assert!(c.job_ids().await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
