@@ -43,7 +43,13 @@ pub(crate) fn spawn_workers(engine: Arc<Engine>, rx: mpsc::UnboundedReceiver<Str
                     Ok(Err(e)) => {
                         tracing::error!(worker, job = %job_id, error = %e, "job bookkeeping failed");
                         // Left unacknowledged: the shared queue hands it out again once it is silent.
-                        release(&engine, &job_id, false).await;
+                        // A job the catalog does not show may be on a copy that has not caught up
+                        // yet (reads go to one copy); an entry older than `job_stale_secs` that
+                        // still names no job names none: it is dropped.
+                        let stale = Duration::from_secs(engine.settings.ingest.job_stale_secs);
+                        let unknown = matches!(&e, Error::NotFound { code: "job_not_found", .. });
+                        let old = engine.deliveries.lock().expect("deliveries").get(&job_id).and_then(|d| d.age()).is_some_and(|a| a > stale);
+                        release(&engine, &job_id, unknown && old).await;
                     }
                     Err(e) => {
                         let why = if e.is_panic() { "its worker crashed (a bug: see the log)" } else { "it stopped making progress and was stopped" };
@@ -210,7 +216,7 @@ fn heartbeat(engine: &Engine, job_id: &str) {
 }
 
 async fn run_job(engine: &Engine, job_id: &str) -> Result<()> {
-    let Some(mut job) = engine.catalog.get_job(job_id).await? else { return Ok(()) };
+    let Some(mut job) = engine.catalog.get_job(job_id).await? else { return Err(Error::job_not_found(job_id)) };
     if job.status.is_finished() {
         return Ok(());
     }

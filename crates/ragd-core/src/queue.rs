@@ -19,6 +19,16 @@ pub struct Delivery {
     pub token: String,
 }
 
+impl Delivery {
+    /// How long ago the entry was queued, when its token says (Redis stream ids start with the
+    /// milliseconds of their creation).
+    pub fn age(&self) -> Option<Duration> {
+        let ms: u64 = self.token.split('-').next()?.parse().ok()?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64;
+        Some(Duration::from_millis(now.saturating_sub(ms)))
+    }
+}
+
 #[derive(Debug, PartialEq)]
 pub enum Popped {
     Job(Delivery),

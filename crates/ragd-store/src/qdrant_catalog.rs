@@ -20,8 +20,8 @@ use qdrant_client::Payload;
 use qdrant_client::qdrant::{
     Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointsBuilder, FieldType,
     Filter, GetPointsBuilder, NamedVectors, PointId, PointStruct, ScrollPointsBuilder, SparseVectorParamsBuilder,
-    ReadConsistencyType, SparseVectorsConfigBuilder, UpsertPointsBuilder, Value as QValue, WriteOrdering,
-    WriteOrderingType, read_consistency,
+    SparseVectorsConfigBuilder, UpsertPointsBuilder, Value as QValue, WriteOrdering,
+    WriteOrderingType,
 };
 use ragd_core::catalog::{Catalog, IdempotencyKey, JobCreated, JobFilter};
 use ragd_core::types::{CollectionRecord, DocumentRecord, JobRecord, JobStatus, PendingDocument};
@@ -74,12 +74,6 @@ fn kind(k: &str) -> Condition {
 
 fn keyword(field: &str, v: &str) -> Condition {
     Condition::matches(field, qdrant_client::qdrant::r#match::MatchValue::Keyword(v.to_owned()))
-}
-
-/// Catalog reads ask a majority of the copies: a write acknowledged by 2 of 3 is always seen (a
-/// replica taking a job another replica just created must find it).
-fn majority() -> read_consistency::Value {
-    read_consistency::Value::Type(ReadConsistencyType::Majority as i32)
 }
 
 fn strong() -> WriteOrdering {
@@ -147,7 +141,7 @@ impl QdrantCatalog {
         let got = self
             .store
             .call("catalog get", None, |c| {
-                Box::pin(c.get_points(GetPointsBuilder::new(q.clone(), vec![PointId::from(id.clone())]).with_payload(true).read_consistency(majority())))
+                Box::pin(c.get_points(GetPointsBuilder::new(q.clone(), vec![PointId::from(id.clone())]).with_payload(true)))
             })
             .await?;
         got.result.into_iter().next().map(|p| dec(p.payload)).transpose()
@@ -186,7 +180,7 @@ impl QdrantCatalog {
             let page = self
                 .store
                 .call("catalog scroll", None, |c| {
-                    let mut b = ScrollPointsBuilder::new(q.clone()).filter(filter.clone()).limit(SCROLL_PAGE).with_payload(true).read_consistency(majority());
+                    let mut b = ScrollPointsBuilder::new(q.clone()).filter(filter.clone()).limit(SCROLL_PAGE).with_payload(true);
                     if let Some(o) = &offset {
                         b = b.offset(o.clone());
                     }
@@ -205,7 +199,7 @@ impl QdrantCatalog {
 
     async fn count(&self, filter: Filter) -> Result<u64> {
         let q = self.name.clone();
-        let r = self.store.call("catalog count", None, |c| Box::pin(c.count(CountPointsBuilder::new(q.clone()).filter(filter.clone()).exact(true).read_consistency(majority())))).await?;
+        let r = self.store.call("catalog count", None, |c| Box::pin(c.count(CountPointsBuilder::new(q.clone()).filter(filter.clone()).exact(true)))).await?;
         Ok(r.result.map(|r| r.count).unwrap_or(0))
     }
 
