@@ -12,6 +12,7 @@ Phases, each printing what it measured; the exit code is 1 when a check fails:
   E. an embedded ragd snapshotted while ingesting, restored into a new folder and moved into the
      cluster (`ragd cluster import --verify-queries`) gives the same search results.
   F. Qdrant's full snapshot on every node (`ragd cluster snapshot`).
+  G. restore drill: a standalone Qdrant started from node 1's snapshot, a ragd on it, same counts.
 """
 import http.client
 import json
@@ -499,8 +500,45 @@ def phase_f():
     results["F"] = {"output": r.stdout.strip(), "files": files}
 
 
+# ---- phase G: restore drill ---------------------------------------------------------------------
+
+def phase_g():
+    print("==> G. restore drill: a standalone Qdrant from node 1's full snapshot, a ragd on it", flush=True)
+    snaps = sorted(f for f in os.listdir(f"{WORK}/qdrant1/snapshots") if f.endswith(".snapshot"))
+    if not snaps:
+        check(False, "no snapshot of node 1 to restore")
+        return
+    os.makedirs(f"{WORK}/restore-qdrant", exist_ok=True)
+    env = dict(os.environ, QDRANT__SERVICE__HTTP_PORT="16343", QDRANT__SERVICE__GRPC_PORT="16344",
+               QDRANT__STORAGE__STORAGE_PATH=f"{WORK}/restore-qdrant/storage",
+               QDRANT__STORAGE__SNAPSHOTS_PATH=f"{WORK}/restore-qdrant/snapshots", QDRANT__TELEMETRY_DISABLED="true",
+               QDRANT__LOG_LEVEL="WARN")
+    log = open(f"{WORK}/restore-qdrant.log", "a")
+    p = subprocess.Popen([QDRANT_BIN, "--storage-snapshot", f"{WORK}/qdrant1/snapshots/{snaps[-1]}"], env=env,
+                         cwd=f"{WORK}/restore-qdrant", stdout=log, stderr=log)
+    record("restore-qdrant", p)
+    with open(f"{WORK}/restore.toml", "w") as f:
+        f.write('[store]\nbackend = "qdrant"\n[store.qdrant]\nurls = ["http://127.0.0.1:16344"]\n'
+                'replication_factor = 1\nwrite_consistency_factor = 1\n[generator]\nkind = "none"\n')
+    env = dict(os.environ, RAGD_LISTEN="127.0.0.1:18094", RAGD_ADMIN_LISTEN="127.0.0.1:19094",
+               RAGD_DATA_DIR=f"{WORK}/restore-ragd", RAGD_AUTH__ENABLED="false",
+               RAGD_MODELS_DIR=os.environ.get("RAGD_MODELS_DIR", os.path.expanduser("~/.cache/ragd/models")))
+    log = open(f"{WORK}/restore-ragd.log", "a")
+    time.sleep(3)
+    r = subprocess.Popen([RAGD, "--config", f"{WORK}/restore.toml", "serve"], env=env, stdout=log, stderr=log)
+    record("restore-ragd", r)
+    ready = wait_ready(("127.0.0.1", 18094), 60)
+    s, info = call(("127.0.0.1", 18094), "GET", f"/api/v1/collections/{COLLECTION}", key=None)
+    want = results.get("A", {}).get("replica1", {})
+    check(ready and s == 200 and info.get("documents") == want.get("documents") and info.get("chunks") == want.get("chunks"),
+          f"restored from {snaps[-1]}: {info.get('documents')} documents, {info.get('chunks')} chunks (the cluster had {want.get('documents')}, {want.get('chunks')})")
+    s, found = call(("127.0.0.1", 18094), "POST", f"/api/v1/collections/{COLLECTION}/search", {"query": "fahrenheit scale", "top_k": 3}, key=None)
+    check(s == 200 and len(found.get("results", [])) == 3, "the restored collection answers searches")
+    results["G"] = {"snapshot": snaps[-1], "collection": info}
+
+
 def main():
-    for phase in (phase_a, phase_b, phase_c, phase_d, phase_e, phase_f):
+    for phase in (phase_a, phase_b, phase_c, phase_d, phase_e, phase_f, phase_g):
         try:
             phase()
         except Exception as e:  # a phase that crashes is a failure, the others still run
