@@ -137,6 +137,11 @@ fn spawn_claim_keeper(engine: Arc<Engine>, queue: Arc<dyn JobQueue>) {
                 }
             }
             rounds += 1;
+            if rounds % 30 == 0 {
+                if let Err(e) = queue.forget_idle_consumers(Duration::from_secs(86_400)).await {
+                    tracing::debug!(error = %e, "could not tidy the queue's consumers");
+                }
+            }
             if rounds % 3 != 0 {
                 continue;
             }
@@ -218,6 +223,9 @@ fn heartbeat(engine: &Engine, job_id: &str) {
 async fn run_job(engine: &Engine, job_id: &str) -> Result<()> {
     let Some(mut job) = engine.catalog.get_job(job_id).await? else { return Err(Error::job_not_found(job_id)) };
     if job.status.is_finished() {
+        // Finished by an earlier run (cluster mode: offered twice, or the queue entry outlived a
+        // crash): saving it again drops a payload whose removal that run may not have completed.
+        engine.catalog.update_job(&job).await?;
         return Ok(());
     }
     let started = std::time::Instant::now();

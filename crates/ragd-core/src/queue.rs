@@ -52,6 +52,11 @@ pub trait JobQueue: Send + Sync {
     async fn touch(&self, delivery: &Delivery) -> Result<(), String>;
     /// The jobs the queue holds (waiting or taken), to find unfinished jobs it lost.
     async fn job_ids(&self) -> Result<std::collections::HashSet<String>, String>;
+    /// Forgets consumers (replicas that are gone) holding no job and silent for `idle`; a replica
+    /// that holds jobs is never forgotten (its jobs are claimed instead).
+    async fn forget_idle_consumers(&self, _idle: Duration) -> Result<(), String> {
+        Ok(())
+    }
     /// At start-up: makes sure the queue exists; `true` when it had to be created, i.e. it holds
     /// none of the unfinished jobs and they must be offered again.
     async fn prepare(&self) -> Result<bool, String>;

@@ -390,6 +390,25 @@ impl JobQueue for RedisQueue {
         Ok(items(&v).iter().filter_map(delivery).map(|d| d.job_id).collect())
     }
 
+    async fn forget_idle_consumers(&self, idle: Duration) -> std::result::Result<(), String> {
+        // XINFO CONSUMERS: one map (RESP2: flat list) per consumer with name, pending, idle.
+        let v: redis::Value = self.link.query(redis::cmd("XINFO").arg("CONSUMERS").arg(&self.stream).arg(&self.group)).await?;
+        for consumer in items(&v) {
+            let fields = items(consumer);
+            let get = |k: &str| fields.chunks(2).find(|kv| kv.first().and_then(bulk).as_deref() == Some(k)).and_then(|kv| kv.get(1));
+            let name = get("name").and_then(bulk);
+            let pending = matches!(get("pending"), Some(redis::Value::Int(0)));
+            let silent = matches!(get("idle"), Some(redis::Value::Int(ms)) if *ms as u128 > idle.as_millis());
+            if let (Some(name), true, true) = (name, pending, silent) {
+                if name != self.consumer {
+                    let _: i64 = self.link.query(redis::cmd("XGROUP").arg("DELCONSUMER").arg(&self.stream).arg(&self.group).arg(&name)).await?;
+                    tracing::info!(consumer = %name, "forgot a queue consumer gone for a day with no job");
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn prepare(&self) -> std::result::Result<bool, String> {
         let made: std::result::Result<String, String> =
             self.link.query(redis::cmd("XGROUP").arg("CREATE").arg(&self.stream).arg(&self.group).arg("0").arg("MKSTREAM")).await;

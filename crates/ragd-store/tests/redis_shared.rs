@@ -132,6 +132,14 @@ async fn a_job_left_by_a_dead_replica_is_claimed_by_another() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(c.pop(Duration::from_millis(100)).await.unwrap(), Popped::Nothing, "acknowledged jobs are gone");
     assert!(c.job_ids().await.unwrap().is_empty());
+    // Consumers holding nothing are forgotten once silent long enough (c, which only ever read an
+    // empty stream, was never created by Redis).
+    c.forget_idle_consumers(Duration::from_millis(50)).await.unwrap();
+    let client = redis::Client::open(s.url.clone().unwrap()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let left: redis::Value = redis::cmd("XINFO").arg("CONSUMERS").arg(format!("{}jobs:stream", s.key_prefix)).arg("workers").query_async(&mut conn).await.unwrap();
+    let names = format!("{left:?}");
+    assert!(!names.contains("replica-a") && !names.contains("replica-b"), "{names}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
