@@ -271,34 +271,15 @@ pub(crate) fn hit_from_payload(chunk_id: &str, score: f32, payload: Value) -> Re
     })
 }
 
-/// Translates ragd's filter into Qdrant's. Metadata keys are restricted to plain names so a key can
-/// never be read as a JSON path into other payload fields.
+/// Translates ragd's filter (checked by `filter::conditions`) into qdrant-edge's.
 pub(crate) fn to_qdrant_filter(f: &SearchFilter) -> Result<Filter> {
-    let mut must = Vec::new();
-    if let Some(ids) = &f.doc_id {
-        must.push(json!({"key": "doc_id", "match": {"any": ids.values()}}));
-    }
-    for (key, value) in &f.metadata {
-        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            return Err(Error::invalid("invalid_filter", format!("metadata key `{key}`: use letters, digits, `_` and `-`")));
-        }
-        let path = format!("metadata.{key}");
-        let cond = match value {
-            Value::String(_) | Value::Bool(_) => json!({"key": path, "match": {"value": value}}),
-            Value::Number(n) if n.is_i64() || n.is_u64() => json!({"key": path, "match": {"value": value}}),
-            Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_string) => json!({"key": path, "match": {"any": items}}),
-            Value::Array(items) if !items.is_empty() && items.iter().all(|v| v.is_i64() || v.is_u64()) => {
-                json!({"key": path, "match": {"any": items}})
-            }
-            _ => {
-                return Err(Error::invalid(
-                    "invalid_filter",
-                    format!("metadata `{key}`: match a string, integer, boolean, or a non-empty list of strings or integers"),
-                ));
-            }
-        };
-        must.push(cond);
-    }
+    let must: Vec<Value> = crate::filter::conditions(f)?
+        .into_iter()
+        .map(|(path, wanted)| match wanted {
+            crate::filter::Wanted::One(v) => json!({"key": path, "match": {"value": v}}),
+            crate::filter::Wanted::Any(items) => json!({"key": path, "match": {"any": items}}),
+        })
+        .collect();
     serde_json::from_value(json!({ "must": must })).map_err(|e| Error::invalid("invalid_filter", e.to_string()))
 }
 

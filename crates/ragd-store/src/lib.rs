@@ -6,6 +6,7 @@
 
 mod catalog;
 mod embedded;
+mod filter;
 mod keys;
 mod qdrant;
 mod qdrant_catalog;

@@ -28,7 +28,7 @@ use qdrant_client::qdrant::point_id::PointIdOptions;
 use qdrant_client::qdrant::{
     Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeleteCollectionBuilder,
     DeletePointsBuilder, Distance, FieldType, Filter, GetPointsBuilder, Modifier, NamedVectors, PointId, PointStruct,
-    QueryBatchPointsBuilder, QueryPointsBuilder, Range, ScoredPoint, SparseVectorParamsBuilder, SparseVectorsConfigBuilder,
+    QueryBatchPointsBuilder, QueryPointsBuilder, Range, RepeatedIntegers, RepeatedStrings, ScoredPoint, SparseVectorParamsBuilder, SparseVectorsConfigBuilder,
     UpsertPointsBuilder, Value as QValue, Vector, VectorInput, VectorParamsBuilder, VectorsConfigBuilder, WriteOrdering,
     WriteOrderingType, r#match::MatchValue,
 };
@@ -42,6 +42,7 @@ use serde_json::Value;
 use tonic::Code;
 
 use crate::embedded::{DENSE, SPARSE, chunk_payload, hit_from_payload};
+use crate::filter::Wanted;
 
 /// One call to one node: a future borrowing that node's client.
 pub(crate) type Call<'a, T> = Pin<Box<dyn Future<Output = std::result::Result<T, QdrantError>> + Send + 'a>>;
@@ -128,10 +129,6 @@ impl QdrantStore {
         out
     }
 
-    pub(crate) fn settings(&self) -> &QdrantSettings {
-        &self.inner.settings
-    }
-
     /// The Qdrant collection that holds ragd collection `name`.
     pub fn qdrant_name(&self, name: &str) -> String {
         format!("{}{name}", self.inner.settings.collection_prefix)
@@ -186,41 +183,53 @@ impl QdrantStore {
         Ok(PointStruct::new(p.id.to_string(), vectors, payload))
     }
 
-    async fn create(&self, name: &str, dimensions: usize) -> Result<()> {
-        let q = self.qdrant_name(name);
+    /// Creates the Qdrant collection `q` when it is missing — `shards` shards, the configured
+    /// replication, vectors added by `vectors` — then its payload indexes (idempotent). Safe when
+    /// replicas race to create it: the loser finds it there.
+    pub(crate) async fn ensure_collection(
+        &self,
+        q: &str,
+        shards: u32,
+        vectors: impl Fn(CreateCollectionBuilder) -> CreateCollectionBuilder + Sync,
+        indexes: &[(&str, FieldType)],
+    ) -> Result<()> {
         let s = &self.inner.settings;
-        let exists = self.call("collection_exists", None, |c| Box::pin(c.collection_exists(q.clone()))).await?;
-        if !exists {
+        let exists = || self.call("collection_exists", None, |c| Box::pin(c.collection_exists(q.to_owned())));
+        if !exists().await? {
             let made = self
                 .call("create_collection", None, |c| {
-                    let mut vectors = VectorsConfigBuilder::default();
-                    vectors.add_named_vector_params(DENSE, VectorParamsBuilder::new(dimensions as u64, Distance::Cosine));
-                    let mut sparse = SparseVectorsConfigBuilder::default();
-                    sparse.add_named_vector_params(SPARSE, SparseVectorParamsBuilder::default().modifier(Modifier::Idf));
-                    Box::pin(c.create_collection(
-                        CreateCollectionBuilder::new(q.clone())
-                            .vectors_config(vectors)
-                            .sparse_vectors_config(sparse)
-                            .shard_number(s.shard_number)
-                            .replication_factor(s.replication_factor)
-                            .write_consistency_factor(s.write_consistency_factor),
-                    ))
+                    let b = vectors(CreateCollectionBuilder::new(q))
+                        .shard_number(shards)
+                        .replication_factor(s.replication_factor)
+                        .write_consistency_factor(s.write_consistency_factor);
+                    Box::pin(c.create_collection(b))
                 })
                 .await;
             if let Err(e) = made {
-                // Two replicas may create the same collection at once: the loser finds it there.
-                if !self.call("collection_exists", None, |c| Box::pin(c.collection_exists(q.clone()))).await? {
+                if !exists().await? {
                     return Err(e);
                 }
             }
         }
-        for (field, kind) in [("doc_id", FieldType::Keyword), ("chunk_index", FieldType::Integer)] {
-            self.call("create_field_index", Some(name), |c| {
-                Box::pin(c.create_field_index(CreateFieldIndexCollectionBuilder::new(q.clone(), field, kind).wait(true)))
+        for &(field, kind) in indexes {
+            self.call("create_field_index", None, |c| {
+                Box::pin(c.create_field_index(CreateFieldIndexCollectionBuilder::new(q, field, kind).wait(true)))
             })
             .await?;
         }
         Ok(())
+    }
+
+    async fn create(&self, name: &str, dimensions: usize) -> Result<()> {
+        let vectors = |b: CreateCollectionBuilder| {
+            let mut dense = VectorsConfigBuilder::default();
+            dense.add_named_vector_params(DENSE, VectorParamsBuilder::new(dimensions as u64, Distance::Cosine));
+            let mut sparse = SparseVectorsConfigBuilder::default();
+            sparse.add_named_vector_params(SPARSE, SparseVectorParamsBuilder::default().modifier(Modifier::Idf));
+            b.vectors_config(dense).sparse_vectors_config(sparse)
+        };
+        let indexes = [("doc_id", FieldType::Keyword), ("chunk_index", FieldType::Integer)];
+        self.ensure_collection(&self.qdrant_name(name), self.inner.settings.shard_number, vectors, &indexes).await
     }
 
     /// The dense and the lexical ranking in one round trip, fused here (see the module docs).
@@ -327,35 +336,21 @@ fn request_error(e: QdrantError, collection: Option<&str>, what: &str) -> Error 
     Error::internal(format!("qdrant {what}: {e}"))
 }
 
-/// ragd's filter as a Qdrant filter (metadata keys restricted as in the embedded store).
+/// ragd's filter (checked by `filter::conditions`, as for the embedded store) as a Qdrant filter.
 fn to_filter(f: &SearchFilter) -> Result<Filter> {
+    let invalid = |path: &str| Error::invalid("invalid_filter", format!("`{path}`: an integer beyond the 64-bit signed range"));
     let mut must = Vec::new();
-    if let Some(ids) = &f.doc_id {
-        must.push(Condition::matches("doc_id", MatchValue::Keywords(qdrant_client::qdrant::RepeatedStrings { strings: ids.values() })));
-    }
-    for (key, value) in &f.metadata {
-        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            return Err(Error::invalid("invalid_filter", format!("metadata key `{key}`: use letters, digits, `_` and `-`")));
-        }
-        let path = format!("metadata.{key}");
-        let m = match value {
-            Value::String(s) => MatchValue::Keyword(s.clone()),
-            Value::Bool(b) => MatchValue::Boolean(*b),
-            Value::Number(n) if n.is_i64() => MatchValue::Integer(n.as_i64().unwrap_or_default()),
-            Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_string) => {
-                MatchValue::Keywords(qdrant_client::qdrant::RepeatedStrings {
-                    strings: items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
-                })
+    for (path, wanted) in crate::filter::conditions(f)? {
+        let m = match wanted {
+            Wanted::One(Value::String(s)) => MatchValue::Keyword(s),
+            Wanted::One(Value::Bool(b)) => MatchValue::Boolean(b),
+            Wanted::One(v) => MatchValue::Integer(v.as_i64().ok_or_else(|| invalid(&path))?),
+            Wanted::Any(items) if items.iter().all(Value::is_string) => {
+                MatchValue::Keywords(RepeatedStrings { strings: items.into_iter().filter_map(|v| v.as_str().map(str::to_owned)).collect() })
             }
-            Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_i64) => {
-                MatchValue::Integers(qdrant_client::qdrant::RepeatedIntegers { integers: items.iter().filter_map(Value::as_i64).collect() })
-            }
-            _ => {
-                return Err(Error::invalid(
-                    "invalid_filter",
-                    format!("metadata `{key}`: match a string, integer, boolean, or a non-empty list of strings or integers"),
-                ));
-            }
+            Wanted::Any(items) => MatchValue::Integers(RepeatedIntegers {
+                integers: items.iter().map(|v| v.as_i64().ok_or_else(|| invalid(&path))).collect::<Result<_>>()?,
+            }),
         };
         must.push(Condition::matches(path, m));
     }

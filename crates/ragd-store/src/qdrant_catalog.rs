@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use qdrant_client::Payload;
 use qdrant_client::qdrant::{
-    Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointsBuilder, FieldType,
+    Condition, CountPointsBuilder, CreateCollectionBuilder, DeletePointsBuilder, FieldType,
     Filter, GetPointsBuilder, NamedVectors, PointId, PointStruct, ScrollPointsBuilder, SparseVectorParamsBuilder,
     SparseVectorsConfigBuilder, UpsertPointsBuilder, Value as QValue, WriteOrdering,
     WriteOrderingType,
@@ -90,39 +90,14 @@ impl QdrantCatalog {
     }
 
     async fn ensure(&self) -> Result<()> {
-        let q = self.name.clone();
-        let s = self.store.settings().clone();
-        if !self.store.call("collection_exists", None, |c| Box::pin(c.collection_exists(q.clone()))).await? {
-            let made = self
-                .store
-                .call("create_collection", None, |c| {
-                    // No dense vector: records are payloads. Qdrant wants some vector config, so an
-                    // unused sparse one.
-                    let mut sparse = SparseVectorsConfigBuilder::default();
-                    sparse.add_named_vector_params("unused", SparseVectorParamsBuilder::default());
-                    Box::pin(c.create_collection(
-                        CreateCollectionBuilder::new(q.clone())
-                            .sparse_vectors_config(sparse)
-                            .shard_number(1)
-                            .replication_factor(s.replication_factor)
-                            .write_consistency_factor(s.write_consistency_factor),
-                    ))
-                })
-                .await;
-            if let Err(e) = made {
-                if !self.store.call("collection_exists", None, |c| Box::pin(c.collection_exists(q.clone()))).await? {
-                    return Err(e);
-                }
-            }
-        }
-        for field in ["kind", "coll", "job", "status"] {
-            self.store
-                .call("create_field_index", None, |c| {
-                    Box::pin(c.create_field_index(CreateFieldIndexCollectionBuilder::new(q.clone(), field, FieldType::Keyword).wait(true)))
-                })
-                .await?;
-        }
-        Ok(())
+        // No dense vector: records are payloads. Qdrant wants some vector config, so an unused sparse one.
+        let vectors = |b: CreateCollectionBuilder| {
+            let mut sparse = SparseVectorsConfigBuilder::default();
+            sparse.add_named_vector_params("unused", SparseVectorParamsBuilder::default());
+            b.sparse_vectors_config(sparse)
+        };
+        let indexes = ["kind", "coll", "job", "status"].map(|f| (f, FieldType::Keyword));
+        self.store.ensure_collection(&self.name, 1, vectors, &indexes).await
     }
 
     async fn put(&self, points: Vec<PointStruct>) -> Result<()> {
@@ -247,7 +222,7 @@ impl Catalog for QdrantCatalog {
         if self.get_collection(&record.name).await?.is_some() {
             return Err(Error::conflict("collection_exists", format!("collection `{}` already exists", record.name)));
         }
-        self.put(vec![point(id("coll", &record.name, ""), json!({"kind": "coll", "coll": record.name, "data": enc(&record)?}))?]).await
+        self.put_collection(record).await
     }
 
     async fn get_collection(&self, name: &str) -> Result<Option<CollectionRecord>> {

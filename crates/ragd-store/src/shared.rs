@@ -23,6 +23,14 @@ use ragd_core::{Error, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sha2::{Digest, Sha256};
 
+/// A Redis command's answer within `deadline`; an error or a late answer is a message for the log.
+async fn within<T>(deadline: Duration, answer: impl std::future::Future<Output = redis::RedisResult<T>>) -> std::result::Result<T, String> {
+    match tokio::time::timeout(deadline, answer).await {
+        Ok(r) => r.map_err(|e| format!("redis: {e}")),
+        Err(_) => Err(format!("redis: no answer within {} ms", deadline.as_millis())),
+    }
+}
+
 /// The connection to Redis shared by the cache and the limiter of one replica.
 pub struct RedisLink {
     client: redis::Client,
@@ -87,19 +95,13 @@ impl RedisLink {
     /// Runs one command with the deadline.
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> std::result::Result<T, String> {
         let mut c = self.connection().await?;
-        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut c)).await {
-            Ok(r) => r.map_err(|e| format!("redis: {e}")),
-            Err(_) => Err(format!("redis: no answer within {} ms", self.timeout.as_millis())),
-        }
+        within(self.timeout, cmd.query_async::<T>(&mut c)).await
     }
 
     /// Several commands applied together (`MULTI`/`EXEC`), with the deadline.
     async fn atomic(&self, pipe: &redis::Pipeline) -> std::result::Result<(), String> {
         let mut c = self.connection().await?;
-        match tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut c)).await {
-            Ok(r) => r.map_err(|e| format!("redis: {e}")),
-            Err(_) => Err(format!("redis: no answer within {} ms", self.timeout.as_millis())),
-        }
+        within(self.timeout, pipe.query_async::<()>(&mut c)).await
     }
 
     async fn script<T: redis::FromRedisValue>(&self, script: &redis::Script, key: &str, args: &[u64]) -> std::result::Result<T, String> {
@@ -108,10 +110,7 @@ impl RedisLink {
         for a in args {
             inv.arg(*a);
         }
-        match tokio::time::timeout(self.timeout, inv.invoke_async::<T>(&mut c)).await {
-            Ok(r) => r.map_err(|e| format!("redis: {e}")),
-            Err(_) => Err(format!("redis: no answer within {} ms", self.timeout.as_millis())),
-        }
+        within(self.timeout, inv.invoke_async::<T>(&mut c)).await
     }
 
     pub async fn ping(&self) -> std::result::Result<(), String> {
@@ -309,10 +308,7 @@ impl RedisQueue {
     /// A blocking read, on the reader's connection.
     async fn read_within<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd, deadline: Duration) -> std::result::Result<T, String> {
         let mut c = self.reader.connection().await?;
-        match tokio::time::timeout(deadline, cmd.query_async::<T>(&mut c)).await {
-            Ok(r) => r.map_err(|e| format!("redis: {e}")),
-            Err(_) => Err(format!("redis: no answer within {} ms", deadline.as_millis())),
-        }
+        within(deadline, cmd.query_async::<T>(&mut c)).await
     }
 }
 
