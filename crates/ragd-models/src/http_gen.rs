@@ -4,7 +4,9 @@
 //!
 //! Every failure — connection refused, timeout, a non-2xx status (429/503 keep their `Retry-After`),
 //! an error or a malformed line in the stream, a stream that ends before the answer is complete — is
-//! `Error::Unavailable { dependency: "generator" }`, which the engine answers extractively.
+//! `Error::Unavailable { dependency: "generator" }`, which the engine answers extractively. A `200`
+//! stream that ends without a single event (llama.cpp's Python server did that on some FastAPI /
+//! sse-starlette versions) is named as the server's protocol error, not as a broken body.
 //! Stop sequences are applied here, not sent (OpenAI caps them at four): when one is reached the
 //! response is dropped, which closes the connection and stops the server's generation.
 
@@ -141,6 +143,20 @@ impl HttpGenerator {
         unavailable(format!("{what} ({}): {e}", self.endpoint()))
     }
 
+    /// A `200` response whose body ended (cleanly or not) before a single event: the server broke
+    /// the protocol, whatever the transport said. `bytes` is what the body held; `cause`, how it ended.
+    fn empty_stream(&self, bytes: usize, cause: Option<&reqwest::Error>) -> Error {
+        let what = if bytes == 0 { "an empty stream".to_owned() } else { format!("{bytes} bytes, none of them an event") };
+        let how = match cause {
+            Some(e) => format!(" (the body broke off: {e})"),
+            None => String::new(),
+        };
+        unavailable(format!(
+            "the server ended its 200 response without a single event ({what}): a protocol error of the server at {}{how}",
+            self.endpoint()
+        ))
+    }
+
     async fn generate(&self, req: GenerationRequest, pieces: mpsc::Sender<String>) -> Result<Generated> {
         let endpoint = self.endpoint();
         // Honour the server's last Retry-After: asking again sooner would only add to its load.
@@ -181,9 +197,16 @@ impl HttpGenerator {
         let mut finished = false;
         let mut finish = FinishReason::Stop;
         let mut line = Vec::<u8>::new();
+        // Events parsed and bytes received: a body with no event at all is the server's fault.
+        let (mut events, mut bytes) = (0usize, 0usize);
         let mut stream = resp.bytes_stream();
         'read: while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.transport_error(&e))?;
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) if events == 0 && !e.is_timeout() => return Err(self.empty_stream(bytes, Some(&e))),
+                Err(e) => return Err(self.transport_error(&e)),
+            };
+            bytes += chunk.len();
             for &b in chunk.iter() {
                 if b != b'\n' {
                     line.push(b);
@@ -197,6 +220,7 @@ impl HttpGenerator {
                 }
                 .map_err(|why| unavailable(format!("{endpoint} sent a malformed stream: {why}")))?;
                 let Some(event) = event else { continue };
+                events += 1;
                 if let Some(u) = event.usage {
                     usage = Some(u);
                 }
@@ -231,6 +255,9 @@ impl HttpGenerator {
         }
         if finish == FinishReason::Cancelled {
             return Ok(Generated { text: String::new(), prompt_tokens: 0, completion_tokens: 0, finish });
+        }
+        if !finished && events == 0 {
+            return Err(self.empty_stream(bytes, None));
         }
         if !finished {
             return Err(unavailable(format!("{endpoint}: the stream ended before the answer was complete")));
@@ -409,6 +436,67 @@ mod tests {
         assert_eq!(e.content, " 1874");
         assert!(parse_sse_line(r#"data: {"error":{"message":"overloaded"}}"#).unwrap_err().contains("overloaded"));
         assert!(parse_sse_line("data: {not json").is_err());
+    }
+
+    /// Serves one canned HTTP response (head and body as raw bytes) per connection, then closes it.
+    async fn canned_server(response: &'static [u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                // The request is small: its head and JSON body arrive before the answer is sent.
+                let mut buf = [0u8; 65536];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock.write_all(response).await;
+                let _ = sock.flush().await;
+            }
+        });
+        url
+    }
+
+    fn request() -> GenerationRequest {
+        GenerationRequest {
+            instructions: "Answer.".into(),
+            history: vec![],
+            prompt: "Question: why?\nAnswer:".into(),
+            max_tokens: 8,
+            temperature: 0.0,
+            stop: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_200_stream_without_a_single_event_is_named_a_protocol_error_of_the_server() {
+        let cases: [(&str, &'static [u8], &str); 3] = [
+            // What llama_cpp.server sent: a chunked 200 whose connection closed before any chunk.
+            (
+                "chunked, closed before a chunk",
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
+                "(an empty stream)",
+            ),
+            ("empty body, clean end", b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: 0\r\n\r\n", "(an empty stream)"),
+            ("only a ping", b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n: ping\n\n", "(8 bytes, none of them an event)"),
+        ];
+        for (name, response, what) in cases {
+            let url = canned_server(response).await;
+            let mut cfg = HttpGeneratorConfig::new(&url, "m");
+            cfg.completions = true;
+            let g = OpenAiGenerator::new(cfg).unwrap();
+            let (tx, _rx) = mpsc::channel(8);
+            let err = g.generate(request(), tx).await.unwrap_err().to_string();
+            assert!(err.contains("without a single event") && err.contains(what), "{name}: {err}");
+            assert!(err.contains(&format!("a protocol error of the server at {url}/v1/completions")), "{name}: {err}");
+        }
+        // Events, then a body cut short: still "the stream broke off", not a protocol error.
+        let url = canned_server(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\ndata: {\"choices\":[{\"text\":\"Be\",\"finish_reason\":null}]}\n\n",
+        )
+        .await;
+        let g = OpenAiGenerator::new(HttpGeneratorConfig::new(&url, "m")).unwrap();
+        let (tx, _rx) = mpsc::channel(8);
+        let err = g.generate(request(), tx).await.unwrap_err().to_string();
+        assert!(err.contains("the stream ended before the answer was complete") && !err.contains("protocol error"), "{err}");
     }
 
     #[test]

@@ -198,6 +198,47 @@ async fn openai_compatible_generator_streams_and_every_failure_falls_back() {
     }
 }
 
+/// A server that answers a streamed completion with `200` and no event at all (llama.cpp's Python
+/// server did, on FastAPI 0.165 / sse-starlette 3.7) broke the protocol: the answer is extractive and
+/// the log names the empty stream, not a body that failed to decode.
+#[tokio::test]
+async fn a_200_stream_without_a_single_event_is_logged_as_the_servers_protocol_error() {
+    let standin = StandInModelServer::start(Behavior::EmptyStream { chunked: true }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("ragd.log");
+    let mut env = generator_env("openai", &standin.url);
+    env.push(("RAGD_GENERATOR__API", "completions"));
+    let server = Server::start_logged(&dir.path().join("data"), &env, &log);
+    seed(&server, "facts").await;
+    let q = json!({"question": "When was the Brisa lighthouse built?", "top_k": 3});
+    for chunked in [true, false] {
+        standin.set(Behavior::EmptyStream { chunked });
+        let before = server.log_text().lines().count();
+        let b = ask(&server, "facts", q.clone()).await;
+        assert_eq!(b["generator"], "extractive", "chunked={chunked}: {b}");
+        assert_eq!(b["degraded"], json!(["generator"]), "chunked={chunked}: {b}");
+        assert!(b["answer"].as_str().unwrap().contains("1874"), "chunked={chunked}: {b}");
+        let sent = standin.requests.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(sent["stream"], true);
+        assert!(sent["prompt"].is_string(), "a completion request: {sent}");
+        let t = Instant::now();
+        let line = loop {
+            let text = server.log_text();
+            if let Some(l) = text.lines().skip(before).find(|l| l.contains("answering extractively")) {
+                break l.to_owned();
+            }
+            assert!(t.elapsed() < Duration::from_secs(5), "chunked={chunked}: no fallback logged:\n{text}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let expected = format!(
+            "the server ended its 200 response without a single event (an empty stream): a protocol error of the server at {}/v1/completions",
+            standin.url
+        );
+        assert!(line.contains(&expected), "chunked={chunked}: {line}");
+        assert!(!line.contains("stream broke off"), "chunked={chunked}: {line}");
+    }
+}
+
 #[tokio::test]
 async fn retry_after_from_the_generator_is_honoured() {
     for (kind, code) in [("openai", 429), ("ollama", 503)] {

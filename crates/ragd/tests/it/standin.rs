@@ -1,8 +1,8 @@
 //! `StandInModelServer`: a stand-in for a model server, for fault injection. It speaks the documented
 //! wire formats of Ollama (`POST /api/chat`, NDJSON) and OpenAI-compatible servers
 //! (`POST /v1/chat/completions`, server-sent events) and does what the test tells it: answer in
-//! pieces with a delay, fail with a status and `Retry-After`, hang, break off mid-stream, or send
-//! an error inside the stream. It is not a model: the answer is whatever the test scripts. It also
+//! pieces with a delay, fail with a status and `Retry-After`, hang, break off mid-stream, send
+//! an error inside the stream, or end a `200` stream without a single event. It is not a model: the answer is whatever the test scripts. It also
 //! answers embedding requests (`/v1/embeddings`, `/api/embed`) with fixed fake vectors, or hangs.
 //! (No Ollama binary can be installed here; the OpenAI wire is also tested against a real llama.cpp server.)
 
@@ -28,6 +28,11 @@ pub enum Behavior {
     ErrorInStream { pieces: Vec<String> },
     /// Closes every connection at once, before any response: what a killed server looks like.
     Killed,
+    /// Answers `200 text/event-stream` and ends the body without a single event. `chunked`: with
+    /// `Transfer-Encoding: chunked` and the connection closed before any chunk, which is what
+    /// llama.cpp's Python server did on some FastAPI/sse-starlette versions; otherwise a clean
+    /// empty body (`Content-Length: 0`).
+    EmptyStream { chunked: bool },
 }
 
 pub struct StandInModelServer {
@@ -153,6 +158,14 @@ async fn handle(
     };
     match behavior {
         Behavior::Killed => Ok(()),
+        Behavior::EmptyStream { chunked } => {
+            let framing = if chunked { "Transfer-Encoding: chunked" } else { "Content-Length: 0" };
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nCache-Control: no-cache\r\n{framing}\r\nConnection: close\r\n\r\n");
+            stream.write_all(head.as_bytes()).await?;
+            stream.flush().await?;
+            let _ = stream.shutdown().await;
+            Ok(())
+        }
         Behavior::Status { code, retry_after } => {
             let headers: Vec<(String, String)> = retry_after.map(|s| ("Retry-After".to_owned(), s.to_string())).into_iter().collect();
             let body = json!({"error": {"message": format!("stand-in says {code}")}}).to_string();

@@ -45,6 +45,8 @@ pub struct Server {
     pub admin: String,
     pub data: PathBuf,
     env: Vec<(String, String)>,
+    /// Where the server's stderr (its log) goes; `None`: the test's own stderr.
+    log: Option<PathBuf>,
     pub http: reqwest::Client,
 }
 
@@ -55,8 +57,21 @@ impl Server {
 
     pub fn start_with(data: &Path, env: &[(&str, &str)]) -> Server {
         let env: Vec<(String, String)> = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
-        let (child, base, admin) = spawn(data, &env);
-        Server { child: Some(child), base, admin, data: data.to_owned(), env, http: reqwest::Client::new() }
+        let (child, base, admin) = spawn(data, &env, None);
+        Server { child: Some(child), base, admin, data: data.to_owned(), env, log: None, http: reqwest::Client::new() }
+    }
+
+    /// As `start_with`, with the server's log (stderr) appended to the file `log`, for the test to read
+    /// with `log_text`.
+    pub fn start_logged(data: &Path, env: &[(&str, &str)], log: &Path) -> Server {
+        let env: Vec<(String, String)> = env.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let (child, base, admin) = spawn(data, &env, Some(log));
+        Server { child: Some(child), base, admin, data: data.to_owned(), env, log: Some(log.to_owned()), http: reqwest::Client::new() }
+    }
+
+    /// The server's log so far (only for a server started with `start_logged`).
+    pub fn log_text(&self) -> String {
+        self.log.as_ref().map(|p| std::fs::read_to_string(p).unwrap_or_default()).unwrap_or_default()
     }
 
     /// SIGTERM, then waits for the process to exit; returns how long that took (`None`: it did not
@@ -86,7 +101,7 @@ impl Server {
 
     pub fn restart(&mut self) {
         self.kill9();
-        let (child, base, admin) = spawn(&self.data, &self.env);
+        let (child, base, admin) = spawn(&self.data, &self.env, self.log.as_deref());
         self.child = Some(child);
         self.base = base;
         self.admin = admin;
@@ -157,7 +172,11 @@ async fn decode(r: reqwest::Response) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
-fn spawn(data: &Path, env: &[(String, String)]) -> (Child, String, String) {
+fn spawn(data: &Path, env: &[(String, String)], log: Option<&Path>) -> (Child, String, String) {
+    let stderr = match log {
+        Some(p) => Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(p).expect("open the server log")),
+        None => Stdio::inherit(),
+    };
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ragd"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
@@ -167,7 +186,7 @@ fn spawn(data: &Path, env: &[(String, String)]) -> (Child, String, String) {
         .env("RAGD_ADMIN_LISTEN", "127.0.0.1:0")
         .env_remove("RAGD_CONFIG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(stderr);
     for (k, v) in env {
         cmd.env(k, v);
     }
