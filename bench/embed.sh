@@ -8,7 +8,7 @@
 #
 # Usage: bench/embed.sh [DATASET_DIR]   env: OUT (target/bench), PYTHON, BENCH_RAGD, ROUNDS (2)
 # Needs: a ragd binary (release build by default), the models (`ragd models fetch`),
-#        pip install sentence-transformers
+#        the peer's packages in a venv, from bench/requirements.lock (bench/requirements.in says how; PYTHON=that venv's python3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATASET="${1:-../shared/datasets/msmarco-5k}"
@@ -20,7 +20,7 @@ ROUNDS="${ROUNDS:-2}"
 mkdir -p "$OUT"
 
 "$PY" -c "import sentence_transformers" 2>/dev/null || {
-  echo "the peer needs: pip install sentence-transformers (or PYTHON=a python that has it)" >&2
+  echo "the peer's packages are missing: install bench/requirements.lock into a venv (bench/requirements.in says how) and set PYTHON=<venv>/bin/python3" >&2
   exit 1
 }
 [ -x "$RAGD" ] || cargo build --release --bin ragd

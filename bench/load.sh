@@ -13,7 +13,7 @@
 # Usage: bench/load.sh [DATASET_DIR]      env: DURATION (60s), MODE (hybrid), OUT, PYTHON, BENCH_RAGD (the
 #        binary; not RAGD_*: ragd reads every RAGD_* variable as a setting)
 # Needs: a release build (built here if missing; long on 2 cores), the models (`ragd models fetch`),
-#        pip install llama-index-core llama-index-embeddings-huggingface fastapi uvicorn
+#        the peer's packages in a venv, from bench/requirements.lock (bench/requirements.in says how; PYTHON=that venv's python3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATASET="${1:-../shared/datasets/msmarco-5k}"
@@ -28,7 +28,7 @@ PEER_PORT=18090
 mkdir -p "$OUT"
 
 "$PY" -c "import llama_index.core, llama_index.embeddings.huggingface, fastapi, uvicorn" 2>/dev/null || {
-  echo "the peer needs: pip install llama-index-core llama-index-embeddings-huggingface fastapi uvicorn" >&2
+  echo "the peer's packages are missing: install bench/requirements.lock into a venv (bench/requirements.in says how) and set PYTHON=<venv>/bin/python3" >&2
   exit 1
 }
 [ -x "$RAGD" ] || cargo build --release --bin ragd

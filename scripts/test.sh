@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of ragd on a fresh machine: system packages, Python packages for the model fetch,
-# the built-in models, then the whole workspace's tests with cargo-nextest.
+# Runs every test of ragd on a fresh machine: system packages, the tests' npm and Python packages
+# (both from lock files), the built-in models, then the whole workspace's tests with cargo-nextest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
@@ -19,9 +19,28 @@ fi
 echo "==> npm packages of the browser test (playwright-core, from its lock file)"
 (cd crates/ragd/tests/web && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 
-echo "==> Python packages the tests drive: the official openai client, llama.cpp's server (built once, then cached by pip)"
-python3 -m pip install -q --disable-pip-version-check 'openai>=1.40' 'llama-cpp-python[server]==0.3.36' 2>&1 | grep -v "Running pip as the 'root' user" || true
-python3 -c "import openai, llama_cpp.server" || { echo "the Python packages above failed to install" >&2; exit 1; }
+# The Python packages the tests drive (the official openai client, llama.cpp's server) come from a
+# lock file with every version and hash pinned, into a virtual environment of this script's own,
+# rebuilt only when the lock changes (docs/testing.md: how to change the lock).
+VENV=$PWD/.venv-test
+LOCK=crates/ragd/tests/py/requirements.lock
+lock_sum=$(sha256sum "$LOCK" | cut -d' ' -f1)
+if [ "$(cat "$VENV/lock.sha256" 2>/dev/null)" = "$lock_sum" ] && "$VENV/bin/python3" -c "import openai, llama_cpp.server" 2>/dev/null; then
+  echo "==> Python packages the tests drive: .venv-test/ matches $LOCK"
+else
+  echo "==> Python packages the tests drive, from $LOCK into .venv-test/ (llama.cpp's server is compiled once, then cached by pip)"
+  rm -rf "$VENV"
+  if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+    rm -rf "$VENV"
+    apt_install "the tests' Python packages go into a virtual environment" python3-venv
+    python3 -m venv "$VENV"
+  fi
+  "$VENV/bin/python3" -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r "$LOCK"
+  "$VENV/bin/python3" -c "import openai, llama_cpp.server" || { echo "the Python packages of $LOCK failed to install" >&2; exit 1; }
+  echo "$lock_sum" > "$VENV/lock.sha256"
+fi
+# The tests run `python3` from PATH: the environment's comes first.
+export PATH="$VENV/bin:$PATH"
 
 # One build for everything: the tests' dev-dependencies change feature sets, so a separate
 # `cargo run` first would compile the heavy crates (qdrant-edge, llama.cpp) twice.
