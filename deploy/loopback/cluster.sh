@@ -41,17 +41,36 @@ cleanup() {
 trap cleanup EXIT
 
 # Ports: Qdrant node i: http 163i3, grpc 163i4, p2p 163i5; Redis 16379; ragd i: api 1808i, admin
-# 1908i; HAProxy 18080 (stats 18090).
+# 1908i; HAProxy 18080 (stats 18090). Everything listens on 127.0.0.1 only (checked with `ss` below):
+# Qdrant's default host is 0.0.0.0, and its host setting also binds the p2p (Raft) port.
 qdrant_start() {
   local i=$1 boot
   mkdir -p "$WORK/qdrant$i"
   if [ "$i" = 1 ]; then boot=(--uri "http://127.0.0.1:16315"); else boot=(--bootstrap "http://127.0.0.1:16315" --uri "http://127.0.0.1:163${i}5"); fi
-  (cd "$WORK/qdrant$i" && QDRANT__SERVICE__HTTP_PORT=163${i}3 QDRANT__SERVICE__GRPC_PORT=163${i}4 \
+  (cd "$WORK/qdrant$i" && QDRANT__SERVICE__HOST=127.0.0.1 QDRANT__SERVICE__HTTP_PORT=163${i}3 QDRANT__SERVICE__GRPC_PORT=163${i}4 \
     QDRANT__CLUSTER__ENABLED=true QDRANT__CLUSTER__P2P__PORT=163${i}5 \
     QDRANT__STORAGE__STORAGE_PATH="$WORK/qdrant$i/storage" QDRANT__STORAGE__SNAPSHOTS_PATH="$WORK/qdrant$i/snapshots" \
     QDRANT__TELEMETRY_DISABLED=true QDRANT__LOG_LEVEL=WARN \
     exec "$QDRANT_BIN" "${boot[@]}" >>"$WORK/qdrant$i.log" 2>&1) &
   echo "qdrant$i $!" >> "$PIDS"
+}
+
+# Fails the run if a process it started (a pid in $PIDS) listens on anything but loopback, or if
+# `ss` shows none of them listening at all (it could not see them: the check would prove nothing).
+check_loopback_only() { # when
+  command -v ss >/dev/null || { echo "ss (iproute2) is needed to check that the cluster listens on loopback only" >&2; exit 2; }
+  local pids mine bad
+  pids=$(awk '{print $2}' "$PIDS" | paste -sd'|')
+  mine=$(ss -H -ltunp | awk -v re="pid=($pids)," '$0 ~ re')
+  [ -n "$mine" ] || { echo "FAILED ($1): ss shows no listening socket of this run's processes ($PIDS)" >&2; exit 1; }
+  # Columns with -tu: Netid State Recv-Q Send-Q Local Peer Process.
+  bad=$(printf '%s\n' "$mine" | awk '$5 !~ /^(127\.[0-9]+\.[0-9]+\.[0-9]+|\[::1\]):[0-9]+$/')
+  if [ -n "$bad" ]; then
+    echo "FAILED ($1): a process of this run listens beyond loopback:" >&2
+    printf '%s\n' "$bad" >&2
+    exit 1
+  fi
+  echo "    $(printf '%s\n' "$mine" | wc -l) listening sockets of this run, every one on loopback ($1)"
 }
 
 wait_http() { # url, seconds
@@ -130,7 +149,13 @@ sed -e "s#@SOCKET@#$WORK/haproxy.sock#" "$ROOT/deploy/loopback/haproxy.cfg" > "$
 haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
 echo "haproxy $!" >> "$PIDS"
 wait_http http://127.0.0.1:18080/health/ready 30
+echo "==> every service on loopback only"
+check_loopback_only "all started"
 
 echo "==> exercising it"
 export WORK PIDS LOOPBACK_RAGD KEY ROOT QDRANT_BIN
-python3 "$ROOT/deploy/loopback/exercise.py"
+rc=0
+python3 "$ROOT/deploy/loopback/exercise.py" || rc=$?
+# The exercise restarts nodes and replicas and starts a restore drill's Qdrant and ragd: check again.
+check_loopback_only "after the exercise"
+exit "$rc"

@@ -122,7 +122,8 @@ def start_ragd(i, extra_env=None):
 
 
 def start_qdrant(i):
-    env = dict(os.environ, QDRANT__SERVICE__HTTP_PORT=f"163{i}3", QDRANT__SERVICE__GRPC_PORT=f"163{i}4",
+    # Loopback only (Qdrant's default is 0.0.0.0; the host also binds the p2p port): cluster.sh checks it.
+    env = dict(os.environ, QDRANT__SERVICE__HOST="127.0.0.1", QDRANT__SERVICE__HTTP_PORT=f"163{i}3", QDRANT__SERVICE__GRPC_PORT=f"163{i}4",
                QDRANT__CLUSTER__ENABLED="true", QDRANT__CLUSTER__P2P__PORT=f"163{i}5",
                QDRANT__STORAGE__STORAGE_PATH=f"{WORK}/qdrant{i}/storage",
                QDRANT__STORAGE__SNAPSHOTS_PATH=f"{WORK}/qdrant{i}/snapshots",
@@ -509,7 +510,7 @@ def phase_g():
         check(False, "no snapshot of node 1 to restore")
         return
     os.makedirs(f"{WORK}/restore-qdrant", exist_ok=True)
-    env = dict(os.environ, QDRANT__SERVICE__HTTP_PORT="16343", QDRANT__SERVICE__GRPC_PORT="16344",
+    env = dict(os.environ, QDRANT__SERVICE__HOST="127.0.0.1", QDRANT__SERVICE__HTTP_PORT="16343", QDRANT__SERVICE__GRPC_PORT="16344",
                QDRANT__STORAGE__STORAGE_PATH=f"{WORK}/restore-qdrant/storage",
                QDRANT__STORAGE__SNAPSHOTS_PATH=f"{WORK}/restore-qdrant/snapshots", QDRANT__TELEMETRY_DISABLED="true",
                QDRANT__LOG_LEVEL="WARN")
