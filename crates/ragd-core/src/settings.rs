@@ -525,8 +525,9 @@ impl Default for LogSettings {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnswerSettings {
-    /// Passages retrieved for a question when the request gives no `top_k`. 3: the built-in 270M model
-    /// answered more of our probe questions right from 3 passages than from 5 (fewer distractors).
+    /// Passages retrieved for a question when the request gives no `top_k`. Their sentences, list
+    /// items and table rows are the candidate evidence; only the best units reach the generator, so
+    /// more passages cost little prompt.
     pub default_top_k: usize,
     /// Longest answer, in tokens.
     pub max_tokens: usize,
@@ -543,7 +544,7 @@ pub struct AnswerSettings {
 impl Default for AnswerSettings {
     fn default() -> Self {
         AnswerSettings {
-            default_top_k: 3,
+            default_top_k: 6,
             max_tokens: 256,
             temperature: 0.0,
             conversation_turns: 6,

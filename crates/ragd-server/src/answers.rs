@@ -176,6 +176,11 @@ struct Completion<'a> {
     citations: Option<&'a [Citation]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     degraded: Option<&'a [String]>,
+    /// ragd's extras, as in `/query`: `generated`, `extractive` or `not_found`; evidence checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    answer_kind: Option<ragd_core::answer::AnswerKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grounded: Option<bool>,
 }
 
 fn usage_json(r: &QueryResponse) -> Value {
@@ -217,6 +222,8 @@ pub async fn chat_completions(
                         usage: Some(usage_json(&r)),
                         citations: Some(&r.citations),
                         degraded: Some(&r.degraded),
+                        answer_kind: Some(r.answer_kind),
+                        grounded: Some(r.grounded),
                     };
                     return Ok(axum::Json(body).into_response());
                 }
@@ -236,6 +243,8 @@ pub async fn chat_completions(
             usage: r.map(usage_json),
             citations: r.map(|r| r.citations.as_slice()),
             degraded: r.map(|r| r.degraded.as_slice()),
+            answer_kind: r.map(|r| r.answer_kind),
+            grounded: r.map(|r| r.grounded),
         };
         Event::default().json_data(body).unwrap_or_else(|_| Event::default().data("{}"))
     };

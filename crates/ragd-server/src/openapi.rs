@@ -15,7 +15,7 @@ use crate::{answers, keys, routes, snapshots};
         keys::create, keys::list, keys::revoke,
         snapshots::create, snapshots::list, snapshots::download, snapshots::delete,
     ),
-    components(schemas(ragd_core::answer::Citation, ragd_core::types::CollectionRecord, ragd_core::types::ChunkHit, ragd_core::types::SearchFilter)),
+    components(schemas(ragd_core::answer::Citation, ragd_core::answer::EvidenceSpan, ragd_core::answer::AnswerKind, ragd_core::types::CollectionRecord, ragd_core::types::ChunkHit, ragd_core::types::SearchFilter)),
     tags((name = "collections"), (name = "documents"), (name = "jobs"), (name = "search"), (name = "answers"), (name = "openai"), (name = "keys"), (name = "snapshots"))
 )]
 struct ApiDoc;

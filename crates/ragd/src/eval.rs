@@ -23,10 +23,13 @@ const K: usize = 10;
 const CANDIDATE_CHUNKS: usize = 50;
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct EvalArgs {
+    #[command(subcommand)]
+    pub command: Option<EvalCommand>,
     /// BEIR-format folder.
     #[arg(long)]
-    dataset: PathBuf,
+    dataset: Option<PathBuf>,
     /// Print the scores as JSON.
     #[arg(long)]
     json: bool,
@@ -38,6 +41,12 @@ pub struct EvalArgs {
     /// Documents per ingest request.
     #[arg(long, default_value_t = 500)]
     batch: usize,
+}
+
+#[derive(clap::Subcommand)]
+pub enum EvalCommand {
+    /// Score answers on a question set in qa-dev's format (questions.jsonl + docs/), in-process.
+    Answers(crate::eval_answers::AnswersArgs),
 }
 
 struct Dataset {
@@ -197,9 +206,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub async fn run(args: EvalArgs, settings: Settings) -> anyhow::Result<ExitCode> {
-    let data = load(&args.dataset)?;
+    if let Some(EvalCommand::Answers(a)) = args.command {
+        return crate::eval_answers::run(a, settings).await;
+    }
+    let Some(dataset) = args.dataset.clone() else { bail!("--dataset is required (or `ragd eval answers --dataset DIR`)") };
+    let data = load(&dataset)?;
     if data.queries.is_empty() {
-        bail!("no judged queries in {}", args.dataset.display());
+        bail!("no judged queries in {}", dataset.display());
     }
     let backend = match &args.server {
         Some(url) => Backend::Remote(Client::new(&crate::ServerArgs { server: url.clone(), api_key: args.api_key.clone() })?),

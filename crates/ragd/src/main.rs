@@ -9,6 +9,7 @@ mod bench_store;
 mod client;
 mod cluster;
 mod eval;
+mod eval_answers;
 mod ingest;
 mod keys;
 mod snapshot;
@@ -310,6 +311,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Eval(args) => {
             let settings = load_settings(&sources(cli.config, vec![]))?;
+            // Warnings (a failing generator) and, with RAGD_LOG, the evidence chosen per question.
+            let _traces = init_logging(&settings.log, &settings.otel)?;
             eval::run(args, settings).await
         }
         Command::Snapshot { command } => snapshot::run(command).await,

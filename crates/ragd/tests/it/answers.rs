@@ -603,7 +603,7 @@ async fn sigterm_drains_within_the_grace_period() {
 /// collection's `generator` field at creation.
 #[tokio::test]
 async fn a_collection_picks_a_named_generator() {
-    let standin = StandInModelServer::start(Behavior::Answer { pieces: vec!["From the named one [1].".into()], delay: Duration::ZERO }).await;
+    let standin = StandInModelServer::start(Behavior::Answer { pieces: vec!["Built in 1874 on the northern cape [1].".into()], delay: Duration::ZERO }).await;
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with(
         dir.path(),
@@ -624,7 +624,7 @@ async fn a_collection_picks_a_named_generator() {
         assert_eq!(s, 200, "{b}");
     }
     let b = ask(&server, "alt", json!({"question": "When was the Brisa lighthouse built?"})).await;
-    assert_eq!((b["generator"].as_str(), b["answer"].as_str()), (Some("openai:standin"), Some("From the named one [1].")), "{b}");
+    assert_eq!((b["generator"].as_str(), b["answer"].as_str()), (Some("openai:standin"), Some("Built in 1874 on the northern cape [1].")), "{b}");
     let b = ask(&server, "plain", json!({"question": "When was the Brisa lighthouse built?"})).await;
     assert_eq!(b["generator"], "extractive", "the default generator is `none` here: {b}");
     assert_eq!(standin.request_count(), 1);

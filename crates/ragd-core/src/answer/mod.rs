@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+pub mod evidence;
+pub mod select;
+
 use crate::engine::{Engine, SearchRequest, ms};
 use crate::error::{Error, Result};
 use crate::generate::{FinishReason, GenerationRequest, Generator, Turn};
@@ -23,6 +26,15 @@ const CONTEXT_MARGIN_TOKENS: usize = 32;
 const MIN_PASSAGE_TOKENS: usize = 48;
 /// Sentences in an extractive answer.
 const EXTRACTIVE_SENTENCES: usize = 3;
+/// Evidence units given to a generator (the best ones, grouped by passage).
+const EVIDENCE_UNITS: usize = 4;
+/// A generated answer from evidence is one or two sentences.
+const EVIDENCE_ANSWER_TOKENS: usize = 96;
+/// Units scored per question (a passage of 250 tokens has a few dozen at most).
+const MAX_UNITS: usize = 400;
+/// The answer when the documents do not answer the question.
+pub const NOT_FOUND: &str = "The documents do not say. The closest passages are cited, but none of them answers the question.";
+const NO_PASSAGE: &str = "No passage in this collection matches the question; the documents do not say.";
 
 pub const OPEN_FENCE: &str = "<passages>";
 pub const CLOSE_FENCE: &str = "</passages>";
@@ -72,6 +84,36 @@ pub struct Citation {
     pub text: String,
     pub offsets: Offsets,
     pub score: f32,
+    /// The evidence inside `text` the answer rests on (char offsets into `text`), to highlight it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<EvidenceSpan>,
+    /// `true` when the passage is offered as the closest the documents come, not as support (a
+    /// `not_found` answer's citations).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub closest: bool,
+}
+
+/// Char offsets of the evidence inside a citation's `text`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EvidenceSpan {
+    pub char_start: usize,
+    pub char_end: usize,
+}
+
+/// How an answer was made.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum AnswerKind {
+    /// Written by the generator and checked against its evidence.
+    Generated,
+    /// Said by ragd from the evidence (no generator, a failing one, or a generated answer the
+    /// evidence did not support).
+    #[default]
+    Extractive,
+    /// The documents do not answer the question; the citations are the closest passages.
+    NotFound,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -112,6 +154,16 @@ pub struct QueryResponse {
     pub citations_inferred: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation_id: Option<String>,
+    /// `generated`, `extractive` or `not_found`.
+    #[serde(default)]
+    pub answer_kind: AnswerKind,
+    /// `true` when every fact of the answer was found in its cited evidence.
+    #[serde(default)]
+    pub grounded: bool,
+    /// How well the best evidence supports an answer (0..1); below the calibrated threshold the
+    /// answer is `not_found`.
+    #[serde(default)]
+    pub confidence: f32,
 }
 
 /// What a query produces, in order: `Retrieval` once, `Token` zero or more times, then `Done` or `Error`.
@@ -362,86 +414,135 @@ impl QueryJob {
         timings.search_ms = search.timings.search_ms;
         let mut degraded = search.degraded;
 
-        let (request, passages) = match &self.generator {
-            Some(g) => build_request(g.generator.as_ref(), &self.question, &self.history, &search.results, settings.answer.max_tokens, settings.answer.temperature),
-            None => (None, number_passages(&search.results)),
-        };
-        let offered = passages.clone();
-        if tx.send(AnswerEvent::Retrieval { citations: offered, degraded: degraded.clone(), retrieval_query: retrieval_query.clone() }).await.is_err() {
+        let passages = number_passages(&search.results);
+        if tx.send(AnswerEvent::Retrieval { citations: passages.clone(), degraded: degraded.clone(), retrieval_query: retrieval_query.clone() }).await.is_err() {
             return;
         }
 
+        // Evidence: the passages' units, scored for the question.
+        let sel = tokio::select! {
+            s = self.select_evidence(&search.results) => s,
+            _ = tx.closed() => return,
+        };
+        let extractive = select::short_answer(&sel).filter(|_| sel.found);
+        // The units a generator sees and a generated answer is checked against: the best few, by passage.
+        let top = sel.best().map(|b| b.support).unwrap_or(0.0);
+        let chosen: Vec<&select::Scored> = sel.ranked.iter().filter(|s| s.support >= top - 0.15).take(EVIDENCE_UNITS).collect();
+
         let mut usage = Usage::default();
         let mut generator_name = "extractive".to_owned();
+        let mut answer_kind = AnswerKind::Extractive;
         let gen_start = Instant::now();
-        let generated: Option<String> = match (&self.generator, request) {
-            _ if passages.is_empty() => Some("No passage in this collection matches the question.".to_owned()),
-            (Some(slot), Some(request)) => {
-                let g = slot.generator.as_ref();
-                match generate_streaming(g, request, slot.timeout, &tx, start, &mut timings).await {
-                    Streamed::Cancelled => return,
-                    Streamed::Done(out) => {
-                        usage = Usage { prompt_tokens: out.prompt_tokens, completion_tokens: out.completion_tokens };
-                        let text = out.text.trim().to_owned();
-                        if text.is_empty() {
-                            tracing::warn!(generator = g.id(), "the generator returned an empty answer; answering extractively");
-                            None
-                        } else {
-                            generator_name = g.id().to_owned();
-                            Some(text)
+        let mut generated: Option<String> = None;
+        let mut generator_failed = false;
+        if extractive.is_some() {
+            if let Some(slot) = &self.generator {
+                let (order, hits) = evidence_hits(&search.results, &chosen);
+                let (request, _) = build_request(slot.generator.as_ref(), &self.question, &self.history, &hits, settings.answer.max_tokens.min(EVIDENCE_ANSWER_TOKENS), settings.answer.temperature);
+                match request {
+                    Some(request) => {
+                        let g = slot.generator.as_ref();
+                        match generate_streaming(g, request, slot.timeout, &tx, start, &mut timings).await {
+                            Streamed::Cancelled => return,
+                            Streamed::Done(out) => {
+                                usage = Usage { prompt_tokens: out.prompt_tokens, completion_tokens: out.completion_tokens };
+                                let text = out.text.trim().to_owned();
+                                if text.is_empty() {
+                                    tracing::warn!(generator = g.id(), "the generator returned an empty answer; answering extractively");
+                                    generator_failed = true;
+                                } else {
+                                    // Renumber the generator's [n] (over the evidence passages) to the retrieved passages' numbers.
+                                    let (text, cited) = resolve_citations(&text, order.len());
+                                    let text = renumber(&text, &order);
+                                    let evidence: Vec<String> = chosen.iter().map(|s| s.unit.with_context()).collect();
+                                    let expected = best_values(&sel);
+                                    match select::ungrounded(&text, &evidence, &expected) {
+                                        None => {
+                                            generator_name = g.id().to_owned();
+                                            answer_kind = AnswerKind::Generated;
+                                            let _ = cited;
+                                            generated = Some(text);
+                                        }
+                                        Some(why) => tracing::info!(generator = g.id(), answer = %one_line(&text), reason = %why, "the generated answer is not supported by its evidence; answering extractively"),
+                                    }
+                                }
+                            }
+                            Streamed::Failed(e) => {
+                                tracing::warn!(generator = g.id(), error = %e, "generation failed; answering extractively");
+                                generator_failed = true;
+                            }
                         }
                     }
-                    Streamed::Failed(e) => {
-                        tracing::warn!(generator = g.id(), error = %e, "generation failed; answering extractively");
-                        None
+                    None => {
+                        tracing::warn!(generator = slot.generator.id(), "the question does not fit the generator's context; answering extractively");
+                        generator_failed = true;
                     }
                 }
+            } else {
+                generator_failed = true;
             }
-            (Some(slot), None) => {
-                tracing::warn!(generator = slot.generator.id(), "the question does not fit the generator's context; answering extractively");
-                None
-            }
-            (None, _) => None,
-        };
+        } else if self.generator.is_none() {
+            generator_failed = true;
+        }
         timings.generate_ms = ms(gen_start);
-        let answer = match generated {
-            Some(a) => a,
-            None => {
-                degraded.push("generator".to_owned());
-                let a = extractive_answer(&self.question, &passages);
-                // After a generator that failed midway, the extractive answer follows what was
-                // streamed, set apart; `done.answer` holds the extractive answer alone.
-                let piece = if timings.ttft_ms == 0.0 { a.clone() } else { format!("\n\n{a}") };
-                if timings.ttft_ms == 0.0 {
-                    timings.ttft_ms = ms(start);
-                }
-                if tx.send(AnswerEvent::Token(piece)).await.is_err() {
-                    return;
-                }
-                a
+        if generator_failed {
+            degraded.push("generator".to_owned());
+        }
+        let answer = match (generated, &extractive) {
+            (Some(a), _) => a,
+            (None, Some(a)) => a.clone(),
+            (None, None) => {
+                answer_kind = AnswerKind::NotFound;
+                if passages.is_empty() { NO_PASSAGE.to_owned() } else { NOT_FOUND.to_owned() }
             }
         };
-        if timings.ttft_ms == 0.0 {
-            // An answer nothing was streamed of (no passage matched): stream it whole.
-            timings.ttft_ms = ms(start);
-            if tx.send(AnswerEvent::Token(answer.clone())).await.is_err() {
+        if answer_kind != AnswerKind::Generated {
+            // After a generator that streamed an answer that was not kept, the shown answer follows,
+            // set apart; `done.answer` holds it alone.
+            let piece = if timings.ttft_ms == 0.0 { answer.clone() } else { format!("\n\n{answer}") };
+            if timings.ttft_ms == 0.0 {
+                timings.ttft_ms = ms(start);
+            }
+            if tx.send(AnswerEvent::Token(piece)).await.is_err() {
                 return;
             }
         }
         let (mut answer, mut cited) = resolve_citations(&answer, passages.len());
         let mut citations_inferred = false;
-        if cited.is_empty() && generator_name != "extractive" {
-            if let Some(n) = infer_citation(&answer, &passages) {
+        if cited.is_empty() && answer_kind == AnswerKind::Generated {
+            let n = infer_citation(&answer, &passages).or_else(|| chosen.first().map(|s| s.unit.passage + 1));
+            if let Some(n) = n {
                 answer = append_citation(&answer, n);
                 cited = vec![n];
                 citations_inferred = true;
             }
         }
-        let citations: Vec<Citation> = passages.into_iter().filter(|p| cited.contains(&p.n)).collect();
+        let mut citations: Vec<Citation> = Vec::new();
+        if answer_kind == AnswerKind::NotFound {
+            // The closest passages, marked as such: nothing is claimed from them.
+            for p in passages.iter().take(2) {
+                citations.push(Citation { closest: true, ..p.clone() });
+            }
+        } else {
+            for p in passages.iter().filter(|p| cited.contains(&p.n)) {
+                let span = sel.ranked.iter().find(|s| s.unit.passage + 1 == p.n).map(|s| EvidenceSpan { char_start: s.unit.char_start, char_end: s.unit.char_end });
+                citations.push(Citation { evidence: span, ..p.clone() });
+            }
+            // A value taken from a heading is proven by the passage that holds the heading.
+            if let Some(best) = sel.best().filter(|b| b.value_in_context.is_some()) {
+                let heading = best.value_in_context.clone().unwrap_or_default();
+                if !citations.iter().any(|c| c.text.contains(&heading)) {
+                    if let Some(p) = self.heading_passage(&search.results[best.unit.passage], &heading).await {
+                        citations.push(Citation { n: passages.len() + 1, ..p });
+                    }
+                }
+            }
+        }
+        let grounded = answer_kind != AnswerKind::NotFound;
         timings.total_ms = ms(start);
         let metrics = &self.engine.metrics;
         metrics.observe_stage(Stage::Ttft, timings.ttft_ms / 1e3);
-        if generator_name != "extractive" || usage.completion_tokens > 0 {
+        if usage.completion_tokens > 0 {
             metrics.observe_stage(Stage::Generate, timings.generate_ms / 1e3);
             if let Some(slot) = &self.generator {
                 metrics.count_tokens(slot.generator.id(), usage.prompt_tokens, usage.completion_tokens);
@@ -467,8 +568,54 @@ impl QueryJob {
             generator: generator_name,
             citations_inferred,
             conversation_id: self.conversation_id.clone(),
+            answer_kind,
+            grounded,
+            confidence: (sel.confidence * 1000.0).round() / 1000.0,
         };
         let _ = tx.send(AnswerEvent::Done(Box::new(response))).await;
+    }
+
+    /// Splits the passages into evidence units and scores them for the question, with the
+    /// embedder when it answers (lexically otherwise).
+    async fn select_evidence(&self, hits: &[ChunkHit]) -> select::Selection {
+        let units: Vec<evidence::Unit> = hits.iter().enumerate().flat_map(|(i, h)| evidence::units(i, &h.text, &h.heading_path)).take(MAX_UNITS).collect();
+        let mut texts = vec![self.question.clone()];
+        texts.extend(units.iter().map(|u| u.with_context()));
+        let vectors = if units.is_empty() {
+            None
+        } else {
+            let t = Instant::now();
+            let q = self.engine.embedder.embed(vec![self.question.clone()], crate::embed::EmbedKind::Query).await;
+            let u = self.engine.embedder.embed(texts[1..].to_vec(), crate::embed::EmbedKind::Passage).await;
+            self.engine.metrics.observe_stage(Stage::Rerank, t.elapsed().as_secs_f64());
+            match (q, u) {
+                (Ok(mut q), Ok(u)) if q.len() == 1 && u.len() == units.len() => Some((q.remove(0), u)),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(error = %e, "evidence scored lexically: the embedder failed");
+                    None
+                }
+                _ => None,
+            }
+        };
+        let sel = select::select(&self.question, &units, vectors.as_ref().map(|(q, u)| (q.as_slice(), u.as_slice())));
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            for s in sel.ranked.iter().take(5) {
+                tracing::debug!(shape = ?sel.shape, support = s.support, score = s.score, passage = s.unit.passage, doc = %hits[s.unit.passage].doc_id, unit = %s.unit.with_context(), "evidence");
+            }
+        }
+        sel
+    }
+
+    /// The chunk before `hit` (up to three back) in its document that holds `heading`.
+    async fn heading_passage(&self, hit: &ChunkHit, heading: &str) -> Option<Citation> {
+        let from = hit.chunk_index.saturating_sub(3);
+        let ids = (from..hit.chunk_index).rev().map(|i| crate::ids::point_id(&self.collection, &hit.doc_id, i)).collect();
+        let found = self.engine.store.retrieve(&self.collection, ids).await.ok()?;
+        let h = found.into_iter().filter(|h| h.text.contains(heading)).max_by_key(|h| h.chunk_index)?;
+        let start = h.text.find(heading).map(|b| h.text[..b].chars().count())?;
+        let mut c = number_passages(std::slice::from_ref(&h)).remove(0);
+        c.evidence = Some(EvidenceSpan { char_start: start, char_end: start + heading.chars().count() });
+        Some(c)
     }
 
     /// The question to search for: the question itself, or with a conversation, a follow-up rewritten
@@ -584,8 +731,51 @@ fn number_passages(hits: &[ChunkHit]) -> Vec<Citation> {
             text: h.text.clone(),
             offsets: h.offsets.clone(),
             score: h.score,
+            evidence: None,
+            closest: false,
         })
         .collect()
+}
+
+/// The evidence passages a generator sees: each passage holding chosen units, in the order of its
+/// best unit, with only those units as its text. Returns the passages' original numbers too.
+fn evidence_hits(hits: &[ChunkHit], chosen: &[&select::Scored]) -> (Vec<usize>, Vec<ChunkHit>) {
+    let mut order: Vec<usize> = Vec::new();
+    for s in chosen {
+        if !order.contains(&s.unit.passage) {
+            order.push(s.unit.passage);
+        }
+    }
+    let out = order
+        .iter()
+        .map(|&p| {
+            let mut h = hits[p].clone();
+            h.text = chosen.iter().filter(|s| s.unit.passage == p).map(|s| s.unit.with_context()).collect::<Vec<_>>().join(" ");
+            h
+        })
+        .collect();
+    (order.iter().map(|p| p + 1).collect(), out)
+}
+
+/// Rewrites `[i]` (1-based over the evidence passages) to the retrieved passages' numbers.
+fn renumber(text: &str, order: &[usize]) -> String {
+    static CITE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| regex::Regex::new(r"\[(\d+(?:,\s*\d+)*)\]").expect("regex"));
+    CITE.replace_all(text, |c: &regex::Captures<'_>| {
+        let ns: Vec<String> = c[1].split(',').filter_map(|n| n.trim().parse::<usize>().ok()).filter_map(|n| order.get(n.wrapping_sub(1))).map(usize::to_string).collect();
+        format!("[{}]", ns.join(", "))
+    })
+    .into_owned()
+}
+
+/// The values of the question's kind the best unit gives: a generated answer must state one of them.
+fn best_values(sel: &select::Selection) -> Vec<String> {
+    let Some(b) = sel.best() else { return Vec::new() };
+    let mut out: Vec<String> = b.values.iter().map(|(s, e)| b.unit.text[*s..*e].to_owned()).collect();
+    if let Some(c) = &b.value_in_context {
+        out.extend(evidence::values(sel.shape, c).into_iter().map(|(s, e)| c[s..e].to_owned()));
+    }
+    out.dedup();
+    out
 }
 
 /// Flattens text to one line (so a passage cannot start a line that looks like the prompt's own
@@ -887,6 +1077,8 @@ mod tests {
             text: text.into(),
             offsets: Offsets { char_start: 0, char_end: text.chars().count(), page: None },
             score: 1.0,
+            evidence: None,
+            closest: false,
         }
     }
 
