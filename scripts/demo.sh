@@ -37,8 +37,8 @@ echo "==> searching: how does ragd keep acknowledged documents safe?"
 $RAGD search "how does ragd keep acknowledged documents safe after a crash?" --collection docs --server "http://$LISTEN" --top-k 3
 
 echo
-echo "==> asking (built-in LLM, streamed): where is the catalog stored?"
-$RAGD ask "Where is the catalog stored?" --collection docs --server "http://$LISTEN"
+echo "==> asking (built-in LLM, streamed, checked against its evidence): what is stored before ragd acknowledges an upload?"
+$RAGD ask "What is stored before ragd acknowledges an upload?" --collection docs --server "http://$LISTEN"
 
 cat <<MSG
 

@@ -456,7 +456,8 @@ impl QueryJob {
                                     let text = renumber(&text, &order);
                                     let evidence: Vec<String> = chosen.iter().map(|s| s.unit.with_context()).collect();
                                     let expected = best_values(&sel);
-                                    match select::ungrounded(&text, &evidence, &expected) {
+                                    let restates = (sel.shape == evidence::Shape::Open).then(|| sel.best().map(|b| b.unit.text.as_str())).flatten();
+                                    match select::ungrounded(&text, &evidence, &expected, restates) {
                                         None => {
                                             generator_name = g.id().to_owned();
                                             answer_kind = AnswerKind::Generated;

@@ -227,7 +227,10 @@ fn crop(text: &str, at: Option<(usize, usize)>, max: usize) -> String {
 /// Why a generated answer was not shown, or `None` when the evidence supports it: every number,
 /// code and date in it appears in the evidence, most of its words do, and it states the value the
 /// evidence holds when the question asks for one.
-pub fn ungrounded(answer: &str, evidence: &[String], expected_values: &[String]) -> Option<String> {
+/// `restates`: for a question no single value answers, the best unit, whose content terms the answer
+/// must mostly repeat (a free-form answer that says something else about the same words is not
+/// supported by it).
+pub fn ungrounded(answer: &str, evidence: &[String], expected_values: &[String], restates: Option<&str>) -> Option<String> {
     let (clean, _) = super::resolve_citations(answer, usize::MAX);
     let clean = strip_citations(&clean);
     let joined = evidence.iter().map(|e| normalise(e)).collect::<Vec<_>>().join(" \n ");
@@ -247,6 +250,14 @@ pub fn ungrounded(answer: &str, evidence: &[String], expected_values: &[String])
     let covered = words.iter().filter(|w| evidence_terms.contains(*w)).count() as f32 / words.len() as f32;
     if covered < 0.6 {
         return Some(format!("only {:.0}% of its words are in the evidence", covered * 100.0));
+    }
+    if let Some(unit) = restates {
+        let unit_terms: HashSet<String> = terms(unit).into_iter().collect();
+        let said: HashSet<String> = words.iter().cloned().collect();
+        let kept = unit_terms.iter().filter(|t| said.contains(*t)).count() as f32 / unit_terms.len().max(1) as f32;
+        if kept < 0.5 {
+            return Some(format!("it repeats only {:.0}% of its evidence's terms", kept * 100.0));
+        }
     }
     if !expected_values.is_empty() && !expected_values.iter().any(|v| contains_token(&normalise(&clean), &normalise(v))) {
         return Some(format!("it states none of {}, the values the evidence gives", expected_values.join(", ")));
@@ -335,9 +346,9 @@ mod tests {
     fn a_planted_wrong_number_is_ungrounded() {
         let ev = vec!["Allowance: Call-out; Rate: £42.00 per call-out".to_owned()];
         let v = vec!["£42.00".to_owned()];
-        assert_eq!(ungrounded("The call-out rate is £42.00 per call-out [1].", &ev, &v), None);
-        assert!(ungrounded("The call-out rate is £45.00 per call-out [1].", &ev, &[]).unwrap().contains("45.00"));
-        assert!(ungrounded("You get paid overtime for every weekend shift and holidays.", &ev, &[]).is_some());
-        assert!(ungrounded("The rate is per call-out [1].", &ev, &v).is_some());
+        assert_eq!(ungrounded("The call-out rate is £42.00 per call-out [1].", &ev, &v, None), None);
+        assert!(ungrounded("The call-out rate is £45.00 per call-out [1].", &ev, &[], None).unwrap().contains("45.00"));
+        assert!(ungrounded("You get paid overtime for every weekend shift and holidays.", &ev, &[], None).is_some());
+        assert!(ungrounded("The rate is per call-out [1].", &ev, &v, None).is_some());
     }
 }
