@@ -222,8 +222,10 @@ pub async fn ask(server: ServerArgs, collection: &str, question: &str, top_k: Op
     // midway (an extractive answer was given instead); otherwise the stream already showed it.
     if streamed.trim().is_empty() {
         print!("{answer}");
-    } else if degraded.contains(&"generator") && streamed.trim() != answer.trim() {
+    } else if degraded.contains(&"generator") && !streamed.trim().ends_with(answer.trim()) {
         print!("\n\n(the generator failed midway; this extractive answer replaces the text above)\n{answer}");
+    } else if done["answer_kind"] != "generated" && !streamed.trim().ends_with(answer.trim()) {
+        print!("\n\n(the evidence does not support the text above; this answer from the evidence replaces it)\n{answer}");
     }
     println!();
     let citations = done["citations"].as_array().cloned().unwrap_or_default();

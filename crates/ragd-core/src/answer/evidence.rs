@@ -480,6 +480,24 @@ mod tests {
         assert_eq!(u[0].context, vec!["Rates".to_owned(), "Table 1 — Allowances".to_owned()]);
     }
 
+    /// Through the real parsers: a table row reads with its header cells in md, html and docx.
+    #[test]
+    fn parsed_tables_give_rows_with_headers() {
+        use crate::parse::{SourceKind, parse};
+        let fixture = |name: &str| std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)).unwrap();
+        let docx = parse(SourceKind::Docx, &fixture("sample.docx")).unwrap();
+        let rows = texts(&units(0, &docx.text, &[]));
+        assert!(rows.contains(&"Plant: Tomato; Water: Daily".to_owned()), "docx: {rows:?}\n{}", docx.text);
+        let html = b"<html><body><h2>Rates</h2><table><tr><th>City</th><th>Daily meal allowance</th><th>Hotel cap</th></tr>\
+            <tr><td>Hamburg</td><td>EUR 61</td><td>EUR 180</td></tr><tr><td>Lyon</td><td>EUR 50</td><td>EUR 150</td></tr></table></body></html>";
+        let html = parse(SourceKind::Html, html).unwrap();
+        let rows = texts(&units(0, &html.text, &[]));
+        assert!(rows.contains(&"City: Hamburg; Daily meal allowance: EUR 61; Hotel cap: EUR 180".to_owned()), "html: {rows:?}\n{}", html.text);
+        let md = parse(SourceKind::Markdown, b"# Rates\n\n| City | Daily meal allowance | Hotel cap |\n| --- | --- | --- |\n| Hamburg | EUR 61 | EUR 180 |\n").unwrap();
+        let rows = texts(&units(0, &md.text, &[]));
+        assert!(rows.contains(&"City: Hamburg; Daily meal allowance: EUR 61; Hotel cap: EUR 180".to_owned()), "md: {rows:?}");
+    }
+
     #[test]
     fn sentences_and_list_items_are_units_with_offsets() {
         let text = "# Leave\n\nStaff get 27 days. After five years, e.g. in 2029, it rises to 30 days.\n\n- Carry over up to 5 days.\n- Sick leave needs a note\n  from a doctor.";

@@ -571,7 +571,7 @@ impl QueryJob {
             conversation_id: self.conversation_id.clone(),
             answer_kind,
             grounded,
-            confidence: (sel.confidence * 1000.0).round() / 1000.0,
+            confidence: (sel.confidence.max(0.0) * 1000.0).round() / 1000.0,
         };
         let _ = tx.send(AnswerEvent::Done(Box::new(response))).await;
     }

@@ -631,3 +631,49 @@ async fn a_collection_picks_a_named_generator() {
     let (_, ready) = server.get("/health/ready").await;
     assert_eq!(ready["checks"]["generator:alt"]["status"], "ok", "{ready}");
 }
+
+/// A generated answer is checked against its evidence: a number the passages do not hold (a planted
+/// wrong year) is not shown; the answer from the evidence is, and the response says so.
+#[tokio::test]
+async fn a_generated_answer_with_a_wrong_number_is_replaced_by_the_evidence() {
+    let standin = StandInModelServer::start(Behavior::Answer { pieces: vec!["The lighthouse was built in 1875 [1].".into()], delay: Duration::ZERO }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &generator_env("openai", &standin.url));
+    seed(&server, "facts").await;
+    let b = ask(&server, "facts", json!({"question": "When was the Brisa lighthouse built?"})).await;
+    assert_eq!(standin.request_count(), 1, "the generator was asked: {b}");
+    assert_eq!(b["answer_kind"], "extractive", "{b}");
+    assert_eq!(b["generator"], "extractive", "{b}");
+    assert_eq!(b["grounded"], true, "{b}");
+    let answer = b["answer"].as_str().unwrap();
+    assert!(answer.contains("1874") && !answer.contains("1875"), "{answer}");
+    assert_eq!(b["degraded"], json!([]), "the generator answered; its answer was overruled: {b}");
+    let c = &b["citations"][0];
+    assert_eq!(c["doc_id"], "lighthouse", "{b}");
+    let span = &c["evidence"];
+    let text: Vec<char> = c["text"].as_str().unwrap().chars().collect();
+    let shown: String = text[span["char_start"].as_u64().unwrap() as usize..span["char_end"].as_u64().unwrap() as usize].iter().collect();
+    assert!(shown.contains("built in 1874"), "the evidence span is the sentence: {shown:?}");
+    // A grounded generated answer is kept.
+    standin.set(Behavior::Answer { pieces: vec!["It was built in 1874 [1].".into()], delay: Duration::ZERO });
+    let b = ask(&server, "facts", json!({"question": "When was the Brisa lighthouse built?"})).await;
+    assert_eq!((b["answer_kind"].as_str(), b["answer"].as_str()), (Some("generated"), Some("It was built in 1874 [1].")), "{b}");
+}
+
+/// A question the documents do not answer gets "the documents do not say", no generation, and
+/// citations marked as the closest passages, none as support.
+#[tokio::test]
+async fn an_unanswerable_question_is_not_found_and_claims_no_support() {
+    let standin = StandInModelServer::start(Behavior::Answer { pieces: vec!["It costs 45 euros [1].".into()], delay: Duration::ZERO }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &generator_env("openai", &standin.url));
+    seed(&server, "facts").await;
+    let b = ask(&server, "facts", json!({"question": "How much does a ticket for the lighthouse museum cost?"})).await;
+    assert_eq!(b["answer_kind"], "not_found", "{b}");
+    assert_eq!(b["grounded"], false, "{b}");
+    let answer = b["answer"].as_str().unwrap();
+    assert!(answer.contains("do not say") && !answer.contains("45"), "{answer}");
+    assert_eq!(standin.request_count(), 0, "nothing to generate from: {b}");
+    let cites = b["citations"].as_array().unwrap();
+    assert!(!cites.is_empty() && cites.iter().all(|c| c["closest"] == true && c.get("evidence").is_none()), "{b}");
+}
