@@ -459,11 +459,29 @@ function fillTurn(li, turn) {
   const notes = [];
   if (turn.degraded && turn.degraded.length) notes.push(`Degraded: answered without ${turn.degraded.join(", ")}.`);
   if (turn.inferred) notes.push("The model cited nothing; ragd attributed the answer to the passage that holds its words.");
+  if (turn.kind) notes.push(KIND_NOTES[turn.kind] || "");
   if (turn.error) notes.push(turn.error);
-  li._notes.textContent = notes.join(" ");
+  li._notes.textContent = notes.join(" ").trim();
+  li.dataset.kind = turn.kind || "";
   li._cites.replaceChildren(...(turn.citations || []).map((c) => h("li", {},
     h("button", { type: "button", "data-doc": c.doc_id, onclick: () => showPassage(turn.collection, c.doc_id, c.chunk_index ?? 0, c.title) },
-      `[${c.n}] ${c.title || c.doc_id}`))));
+      `[${c.n}] ${c.title || c.doc_id}${c.closest ? " (closest, not a source)" : ""}`),
+    evidenceQuote(c))));
+}
+
+const KIND_NOTES = {
+  generated: "Written by the generator and checked against the highlighted evidence.",
+  extractive: "Said from the highlighted evidence.",
+  not_found: "The documents do not answer this; the passages below are the closest ones, not sources.",
+};
+
+/** The evidence span of a citation, highlighted (offsets count characters, not UTF-16 units). */
+function evidenceQuote(c) {
+  if (!c.evidence || typeof c.text !== "string") return "";
+  const chars = Array.from(c.text);
+  const { char_start: a, char_end: b } = c.evidence;
+  if (!(a >= 0 && b > a && b <= chars.length)) return "";
+  return h("blockquote.evidence", {}, h("mark", { text: chars.slice(a, b).join("") }));
 }
 
 /** Asks with `stream: true` and reads the server-sent events from the response body
@@ -499,6 +517,7 @@ async function ask() {
         turn.citations = data.citations;
         turn.degraded = data.degraded;
         turn.inferred = data.citations_inferred;
+        turn.kind = data.answer_kind;
         li._answer.textContent = turn.answer;
       } else if (event === "error") {
         turn.error = `${data.error.message} (${data.error.code})`;

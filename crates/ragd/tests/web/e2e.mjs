@@ -133,6 +133,9 @@ try {
   log(`answer (${first.partials} lengths seen while streaming): ${first.answer.slice(0, 160)}`);
   const cite = page.locator('#transcript li.turn >> nth=-1 >> .citations button[data-doc="lighthouse.md"]');
   check((await cite.count()) > 0, `the answer cites lighthouse.md (cited: ${first.cited.join(", ")})`);
+  const mark = page.locator("#transcript li.turn >> nth=-1 >> .citations .evidence mark");
+  check((await mark.count()) > 0 && (await mark.first().textContent()).includes("1874"), "the cited evidence is highlighted under its source");
+  check(/evidence/.test(first.notes || ""), `the answer says how it was made (${first.notes})`);
   await cite.first().click();
   await page.locator("#passage .chunk.cited").waitFor();
   const passage = await page.textContent("#passage .chunk.cited");
