@@ -23,13 +23,20 @@ const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// The stored name of a collection the principal may use with `role`: another tenant's collection,
 /// or one outside the principal's scope, is as absent as one that does not exist (404).
+///
+/// The stored record's tenant is compared with the caller's: a name the caller typed never reaches
+/// another tenant's collection, whatever it looks like (`t1.docs` from the default tenant is refused
+/// as a name, and would not match the record's tenant anyway).
 pub(crate) async fn visible(st: &AppState, p: &Principal, name: &str, role: Role) -> Result<CollectionRecord, ApiError> {
     p.require(role)?;
+    // Only public names are looked up: a stored name (`tenant.name`) is not a collection name.
+    ragd_core::engine::validate_collection_name(name)?;
     if !p.allows(name) {
         return Err(Error::collection_not_found(name).into());
     }
     match st.engine.collection(&p.storage_name(name)).await {
-        Ok(c) => Ok(c),
+        Ok(c) if c.tenant == p.tenant => Ok(c),
+        Ok(_) => Err(Error::collection_not_found(name).into()),
         Err(Error::NotFound { .. }) => Err(Error::collection_not_found(name).into()),
         Err(e) => Err(e.into()),
     }

@@ -95,7 +95,15 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 /// Scores `units` for `question`. `vectors` are the question's and the units' embeddings when the
 /// embedder answered (`with_context` texts); without them only the lexical part counts.
 pub fn select(question: &str, units: &[Unit], vectors: Option<(&[f32], &[Vec<f32>])>) -> Selection {
-    let shape = evidence::shape(question);
+    let sel = select_as(evidence::shape(question), question, units, vectors);
+    // "What is the launch code?" may be answered by words ("blue falcon"), not an identifier.
+    if sel.shape == Shape::Code && sel.ranked.is_empty() {
+        return select_as(Shape::Open, question, units, vectors);
+    }
+    sel
+}
+
+fn select_as(shape: Shape, question: &str, units: &[Unit], vectors: Option<(&[f32], &[Vec<f32>])>) -> Selection {
     let q_terms: Vec<String> = {
         let mut seen = HashSet::new();
         terms(question).into_iter().filter(|t| seen.insert(t.clone())).collect()

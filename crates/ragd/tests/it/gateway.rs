@@ -786,3 +786,54 @@ async fn jobs_listing_chunks_and_me_are_scoped_to_the_caller() {
     assert!(status.get("totals").is_none() && status.get("jobs").is_none(), "{status}");
     assert!(status["breakers"]["embedder"].is_object(), "{status}");
 }
+
+/// The default tenant is a tenant like any other: its keys cannot reach another tenant's
+/// collection by the stored name (`acme.docs`) on any route that names a collection — reads,
+/// answers, the OpenAI route, uploads (with an `Idempotency-Key` another tenant used) and deletes.
+#[tokio::test]
+async fn default_tenant_keys_cannot_reach_another_tenant_by_its_stored_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let acme = create_key(dir.path(), "admin", "acme");
+    let default_read = create_key(dir.path(), "read", "default");
+    let default_admin = create_key(dir.path(), "admin", "default");
+    let s = Server::start_with(dir.path(), &[AUTH_ON, NO_GENERATOR, ("RAGD_RATE_LIMIT__ENABLED", "false")]);
+    let h = &s.http;
+    let u = |p: &str| s.url(p);
+    let (st, b, _) = call(h, Method::POST, &u("/api/v1/collections"), &Auth::Bearer(&acme), Some(json!({"name": "docs"}))).await;
+    assert_eq!(st, 201, "{b}");
+    let url = u("/api/v1/collections/docs/documents?wait=true");
+    let (st, b, _) = call(h, Method::POST, &url, &Auth::Bearer(&acme), Some(json!({"id": "a1", "text": "Acme's launch code is blue falcon."}))).await;
+    assert_eq!(st, 200, "{b}");
+    // The default tenant has its own `docs`, so a plain name resolves to it, never to acme's.
+    let (st, b, _) = call(h, Method::POST, &u("/api/v1/collections"), &Auth::Bearer(&default_admin), Some(json!({"name": "docs"}))).await;
+    assert_eq!(st, 201, "{b}");
+
+    let stored = "acme.docs";
+    let routes: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::GET, format!("/api/v1/collections/{stored}"), None),
+        (Method::POST, format!("/api/v1/collections/{stored}/search"), Some(json!({"query": "launch code"}))),
+        (Method::POST, format!("/api/v1/collections/{stored}/query"), Some(json!({"question": "What is the launch code?"}))),
+        (Method::GET, format!("/api/v1/collections/{stored}/documents"), None),
+        (Method::GET, format!("/api/v1/collections/{stored}/documents/a1"), None),
+        (Method::GET, format!("/api/v1/collections/{stored}/documents/a1/chunks"), None),
+        (Method::POST, "/v1/chat/completions".into(), Some(json!({"model": format!("ragd:{stored}"), "messages": [{"role": "user", "content": "What is the launch code?"}]}))),
+        (Method::POST, format!("/api/v1/collections/{stored}/documents?wait=true"), Some(json!({"id": "x", "text": "planted"}))),
+        (Method::DELETE, format!("/api/v1/collections/{stored}/documents/a1"), None),
+        (Method::DELETE, format!("/api/v1/collections/{stored}"), None),
+    ];
+    let mut failures = Vec::new();
+    for key in [&default_read, &default_admin] {
+        for (method, path, body) in &routes {
+            let (st, b, _) = call(h, method.clone(), &u(path), &Auth::Bearer(key), body.clone()).await;
+            let leaked = b.to_string().contains("blue falcon");
+            // 403 (a read key on a write route), 400 (not a collection name) or 404; never acme's data.
+            if ![400, 403, 404].contains(&st) || leaked {
+                failures.push(format!("{method} {path}: {st} {b}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "the default tenant reached acme's collection:\n{}", failures.join("\n"));
+    // Acme's collection and document are intact.
+    let (st, b, _) = call(h, Method::GET, &u("/api/v1/collections/docs/documents/a1"), &Auth::Bearer(&acme), None).await;
+    assert_eq!(st, 200, "{b}");
+}
