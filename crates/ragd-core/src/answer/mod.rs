@@ -1,6 +1,8 @@
-//! The path of a question: (rewrite a follow-up) → retrieve → prompt with numbered, fenced passages →
-//! generate (streamed) → parse citations. When the generator is missing, failing or too slow, the
-//! answer is extractive: the best sentences of the top passages, with citations.
+//! The path of a question: (rewrite a follow-up) → retrieve → evidence units scored (`evidence`,
+//! `select`) → "the documents do not say", or a short answer from the best unit → the generator writes
+//! from the chosen units (numbered, fenced), streamed → checked against them → parse citations. When
+//! the generator is missing, failing, too slow or unsupported by its evidence, the answer is the
+//! extractive one.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -24,8 +26,6 @@ const MAX_QUESTION_BYTES: usize = 4 * 1024;
 const CONTEXT_MARGIN_TOKENS: usize = 32;
 /// A passage that would be cut shorter than this to fit the budget is left out instead.
 const MIN_PASSAGE_TOKENS: usize = 48;
-/// Sentences in an extractive answer.
-const EXTRACTIVE_SENTENCES: usize = 3;
 /// Evidence units given to a generator (the best ones, grouped by passage).
 const EVIDENCE_UNITS: usize = 4;
 /// A generated answer from evidence is one or two sentences.
@@ -957,81 +957,6 @@ fn terms(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn sentences(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    let chars: Vec<char> = text.chars().collect();
-    for (i, &c) in chars.iter().enumerate() {
-        if c == '\n' && chars.get(i + 1) == Some(&'\n') || c == '\n' && current.trim_end().ends_with(':') {
-            push_sentence(&mut out, &mut current);
-            continue;
-        }
-        current.push(if c.is_whitespace() { ' ' } else { c });
-        let next = chars.get(i + 1).copied();
-        if matches!(c, '.' | '!' | '?') && next.is_none_or(char::is_whitespace) {
-            push_sentence(&mut out, &mut current);
-        }
-    }
-    push_sentence(&mut out, &mut current);
-    out
-}
-
-fn push_sentence(out: &mut Vec<String>, current: &mut String) {
-    let s = one_line(current);
-    current.clear();
-    if s.chars().any(char::is_alphanumeric) {
-        out.push(s);
-    }
-}
-
-/// The best sentences of the passages for the question, each followed by its passage's `[n]`, in
-/// passage order. Sentences score by the question terms they hold (rarer terms weigh more), with a
-/// bonus for better-ranked passages.
-pub fn extractive_answer(question: &str, passages: &[Citation]) -> String {
-    if passages.is_empty() {
-        return "No passage in this collection matches the question.".to_owned();
-    }
-    let q: HashSet<String> = terms(question).into_iter().collect();
-    let mut candidates: Vec<(usize, usize, String, HashSet<String>)> = Vec::new(); // (passage n, position, sentence, terms)
-    for p in passages.iter().take(5) {
-        for (pos, s) in sentences(&p.text).into_iter().enumerate() {
-            if s.chars().count() < 12 {
-                continue;
-            }
-            let t: HashSet<String> = terms(&s).into_iter().collect();
-            candidates.push((p.n, pos, truncate_chars(&s, 400), t));
-        }
-    }
-    let df = |term: &str| candidates.iter().filter(|c| c.3.contains(term)).count();
-    let mut scored: Vec<(f64, usize, usize, String)> = candidates
-        .iter()
-        .map(|(n, pos, s, t)| {
-            let overlap: f64 = q.iter().filter(|w| t.contains(*w)).map(|w| 1.0 + 1.0 / df(w).max(1) as f64).sum();
-            let score = overlap + 0.3 / *n as f64 + 0.05 / (1 + pos) as f64;
-            (score, *n, *pos, s.clone())
-        })
-        .collect();
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let mut best: Vec<(f64, usize, usize, String)> = scored.iter().filter(|c| c.0 >= 1.0).take(EXTRACTIVE_SENTENCES).cloned().collect();
-    if best.is_empty() {
-        // No sentence shares a term with the question: the opening of the best passage.
-        best = scored.into_iter().filter(|c| c.1 == passages[0].n).min_by_key(|c| c.2).into_iter().collect();
-    }
-    best.sort_by_key(|c| (c.1, c.2));
-    let mut out = String::new();
-    for (_, n, _, s) in best {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(s.trim_end());
-        out.push_str(&format!(" [{n}]"));
-    }
-    if out.is_empty() {
-        out = format!("{} [{}]", truncate_chars(&one_line(&passages[0].text), 300), passages[0].n);
-    }
-    out
-}
-
 /// The passage an uncited answer comes from: the one holding most of the answer's words (rarer words,
 /// such as numbers and names, weigh more), if it holds at least 60% of their weight.
 pub fn infer_citation(answer: &str, passages: &[Citation]) -> Option<usize> {
@@ -1155,19 +1080,6 @@ mod tests {
         // Not even the question fits: no request.
         let (req, _) = build_request(&WordCounter(100), "q", &[], &hits, 64, 0.0);
         assert!(req.is_none());
-    }
-
-    #[test]
-    fn extractive_answer_picks_sentences_that_answer() {
-        let passages = vec![
-            citation(1, "The museum opened in 1901. Its garden has roses. The entrance fee is 12 euros for adults."),
-            citation(2, "Trains leave every hour. The museum garden closes at dusk."),
-        ];
-        let a = extractive_answer("How much is the entrance fee of the museum?", &passages);
-        assert!(a.contains("The entrance fee is 12 euros for adults. [1]"), "{a}");
-        let (_, cited) = resolve_citations(&a, 2);
-        assert!(cited.contains(&1));
-        assert_eq!(extractive_answer("anything", &[]), "No passage in this collection matches the question.");
     }
 
     #[test]
