@@ -784,7 +784,7 @@ impl Engine {
 
     /// The query's vector: from the cache when it has it, else from the embedder (then cached). A
     /// cache that fails is bypassed and the response says `cache`.
-    async fn embed_query(&self, query: &str, degraded: &mut Vec<String>) -> Result<Vec<f32>> {
+    pub(crate) async fn embed_query(&self, query: &str, degraded: &mut Vec<String>) -> Result<Vec<f32>> {
         if let Some(cache) = &self.query_cache {
             match cache.get(query).await {
                 Ok(Some(v)) => {

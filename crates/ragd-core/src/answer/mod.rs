@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::generate::{FinishReason, GenerationRequest, Generator, Turn};
 use crate::metrics::Stage;
 use crate::types::{ChunkHit, Offsets, SearchFilter, SearchMode};
+use evidence::one_line;
 
 /// Longest question accepted, in bytes.
 const MAX_QUESTION_BYTES: usize = 4 * 1024;
@@ -30,8 +31,9 @@ const MIN_PASSAGE_TOKENS: usize = 48;
 const EVIDENCE_UNITS: usize = 4;
 /// A generated answer from evidence is one or two sentences.
 const EVIDENCE_ANSWER_TOKENS: usize = 96;
-/// Units scored per question (a passage of 250 tokens has a few dozen at most).
-const MAX_UNITS: usize = 400;
+/// Units scored (and embedded) per question: the default 6 passages give about 50; a request with a
+/// large `top_k` cannot make one question embed more than this.
+const MAX_UNITS: usize = 160;
 /// The answer when the documents do not answer the question.
 pub const NOT_FOUND: &str = "The documents do not say. The closest passages are cited, but none of them answers the question.";
 const NO_PASSAGE: &str = "No passage in this collection matches the question; the documents do not say.";
@@ -452,16 +454,15 @@ impl QueryJob {
                                     generator_failed = true;
                                 } else {
                                     // Renumber the generator's [n] (over the evidence passages) to the retrieved passages' numbers.
-                                    let (text, cited) = resolve_citations(&text, order.len());
+                                    let (text, _) = resolve_citations(&text, order.len());
                                     let text = renumber(&text, &order);
                                     let evidence: Vec<String> = chosen.iter().map(|s| s.unit.with_context()).collect();
-                                    let expected = best_values(&sel);
+                                    let expected = sel.best_values();
                                     let restates = (sel.shape == evidence::Shape::Open).then(|| sel.best().map(|b| b.unit.text.as_str())).flatten();
                                     match select::ungrounded(&text, &evidence, &expected, restates) {
                                         None => {
                                             generator_name = g.id().to_owned();
                                             answer_kind = AnswerKind::Generated;
-                                            let _ = cited;
                                             generated = Some(text);
                                         }
                                         Some(why) => tracing::info!(generator = g.id(), answer = %one_line(&text), reason = %why, "the generated answer is not supported by its evidence; answering extractively"),
@@ -580,17 +581,16 @@ impl QueryJob {
     /// embedder when it answers (lexically otherwise).
     async fn select_evidence(&self, hits: &[ChunkHit]) -> select::Selection {
         let units: Vec<evidence::Unit> = hits.iter().enumerate().flat_map(|(i, h)| evidence::units(i, &h.text, &h.heading_path)).take(MAX_UNITS).collect();
-        let mut texts = vec![self.question.clone()];
-        texts.extend(units.iter().map(|u| u.with_context()));
         let vectors = if units.is_empty() {
             None
         } else {
             let t = Instant::now();
-            let q = self.engine.embedder.embed(vec![self.question.clone()], crate::embed::EmbedKind::Query).await;
-            let u = self.engine.embedder.embed(texts[1..].to_vec(), crate::embed::EmbedKind::Passage).await;
+            // The question's vector usually comes from the query cache: the search just embedded it.
+            let q = self.engine.embed_query(&self.question, &mut Vec::new()).await;
+            let u = self.engine.embedder.embed(units.iter().map(|u| u.with_context()).collect(), crate::embed::EmbedKind::Passage).await;
             self.engine.metrics.observe_stage(Stage::Rerank, t.elapsed().as_secs_f64());
             match (q, u) {
-                (Ok(mut q), Ok(u)) if q.len() == 1 && u.len() == units.len() => Some((q.remove(0), u)),
+                (Ok(q), Ok(u)) if u.len() == units.len() => Some((q, u)),
                 (Err(e), _) | (_, Err(e)) => {
                     tracing::warn!(error = %e, "evidence scored lexically: the embedder failed");
                     None
@@ -768,17 +768,6 @@ fn renumber(text: &str, order: &[usize]) -> String {
     .into_owned()
 }
 
-/// The values of the question's kind the best unit gives: a generated answer must state one of them.
-fn best_values(sel: &select::Selection) -> Vec<String> {
-    let Some(b) = sel.best() else { return Vec::new() };
-    let mut out: Vec<String> = b.values.iter().map(|(s, e)| b.unit.text[*s..*e].to_owned()).collect();
-    if let Some(c) = &b.value_in_context {
-        out.extend(evidence::values(sel.shape, c).into_iter().map(|(s, e)| c[s..e].to_owned()));
-    }
-    out.dedup();
-    out
-}
-
 /// Flattens text to one line (so a passage cannot start a line that looks like the prompt's own
 /// structure) and neutralises the fence markers.
 pub fn fence_safe(text: &str) -> String {
@@ -802,9 +791,6 @@ pub fn fence_safe(text: &str) -> String {
     out
 }
 
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
 
 /// The longest prefix of `text` within `max` bytes, cut at a character boundary.
 fn truncate_bytes(text: &str, max: usize) -> String {
@@ -943,28 +929,14 @@ pub fn resolve_citations(answer: &str, passages: usize) -> (String, Vec<usize>) 
     (out.trim().to_owned(), cited)
 }
 
-const STOPWORDS: &[&str] = &[
-    "a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from", "how", "i", "in", "is", "it", "its", "of",
-    "on", "or", "that", "the", "this", "to", "was", "what", "when", "where", "which", "who", "why", "will", "with", "you", "your",
-    "me", "my", "we", "our", "there", "their", "they", "into", "about", "should", "would", "could", "did", "has", "have", "not",
-];
-
-fn terms(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .filter(|w| (w.chars().count() > 1 || w.chars().all(|c| c.is_ascii_digit())) && !STOPWORDS.contains(&w.as_str()))
-        .collect()
-}
-
 /// The passage an uncited answer comes from: the one holding most of the answer's words (rarer words,
 /// such as numbers and names, weigh more), if it holds at least 60% of their weight.
 pub fn infer_citation(answer: &str, passages: &[Citation]) -> Option<usize> {
-    let words: HashSet<String> = terms(answer).into_iter().collect();
+    let words: HashSet<String> = select::terms(answer).into_iter().collect();
     if words.is_empty() {
         return None;
     }
-    let passage_terms: Vec<HashSet<String>> = passages.iter().map(|p| terms(&p.text).into_iter().collect()).collect();
+    let passage_terms: Vec<HashSet<String>> = passages.iter().map(|p| select::terms(&p.text).into_iter().collect()).collect();
     let weight = |w: &String| 1.0 / passage_terms.iter().filter(|t| t.contains(w)).count().max(1) as f64;
     let total: f64 = words.iter().map(weight).sum();
     let mut best: Option<(f64, usize)> = None;

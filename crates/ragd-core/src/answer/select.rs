@@ -52,6 +52,27 @@ impl Selection {
     pub fn best(&self) -> Option<&Scored> {
         self.ranked.first()
     }
+
+    /// The values of the question's kind the best unit gives (its own, else its heading's), each
+    /// once: the short answer leads with the only one, a generated answer must state one of them.
+    pub fn best_values(&self) -> Vec<String> {
+        let Some(b) = self.best() else { return Vec::new() };
+        let mut out: Vec<String> = Vec::new();
+        let mut push = |v: &str| {
+            if !out.iter().any(|o| o == v) {
+                out.push(v.to_owned());
+            }
+        };
+        for (s, e) in &b.values {
+            push(&b.unit.text[*s..*e]);
+        }
+        if let Some(c) = &b.value_in_context {
+            for (s, e) in evidence::values(self.shape, c) {
+                push(&c[s..e]);
+            }
+        }
+        out
+    }
 }
 
 const STOP: &[&str] = &[
@@ -135,6 +156,7 @@ fn select_as(shape: Shape, question: &str, units: &[Unit], vectors: Option<(&[f3
         }
     }
 
+    let q_norm = question.to_lowercase();
     let mut ranked: Vec<Scored> = Vec::new();
     for (i, u) in units.iter().enumerate() {
         let lex = q_terms.iter().filter(|t| unit_terms[i].contains(*t)).map(|t| idf(t)).sum::<f32>() / total;
@@ -149,7 +171,6 @@ fn select_as(shape: Shape, question: &str, units: &[Unit], vectors: Option<(&[f3
             continue;
         }
         // A value the question itself names (`CD-420` in "which code on the CD-420…") is not its answer.
-        let q_norm = question.to_lowercase();
         let vals: Vec<(usize, usize)> = evidence::values(shape, &u.text)
             .into_iter()
             .filter(|(a, b)| !q_norm.contains(&u.text[*a..*b].to_lowercase()))
@@ -204,10 +225,8 @@ pub fn short_answer(sel: &Selection) -> Option<String> {
     if let Some(c) = &best.value_in_context {
         body = format!("{c} — {body}");
     }
-    let distinct: HashSet<&str> = best.values.iter().map(|(s, e)| &u.text[*s..*e]).collect();
-    if distinct.len() == 1 && best.value_in_context.is_none() {
-        let v = distinct.into_iter().next().unwrap_or_default();
-        if !body.trim_start().starts_with(v) {
+    if let ([v], None) = (sel.best_values().as_slice(), &best.value_in_context) {
+        if !body.trim_start().starts_with(v.as_str()) {
             body = format!("{v} — {body}");
         }
     }
@@ -239,8 +258,7 @@ fn crop(text: &str, at: Option<(usize, usize)>, max: usize) -> String {
 /// must mostly repeat (a free-form answer that says something else about the same words is not
 /// supported by it).
 pub fn ungrounded(answer: &str, evidence: &[String], expected_values: &[String], restates: Option<&str>) -> Option<String> {
-    let (clean, _) = super::resolve_citations(answer, usize::MAX);
-    let clean = strip_citations(&clean);
+    let clean = strip_citations(answer);
     let joined = evidence.iter().map(|e| normalise(e)).collect::<Vec<_>>().join(" \n ");
     static FACT: std::sync::LazyLock<regex::Regex> =
         std::sync::LazyLock::new(|| regex::Regex::new(r"\b[A-Z]{0,4}-?\d[\d,.:/]*\d\b|\b\d\b|\b[A-Z]{1,4}-?\d+\b").expect("regex"));
