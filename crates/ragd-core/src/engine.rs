@@ -88,6 +88,9 @@ pub struct SearchResponse {
     /// What this response had to do without (`embedder`: lexical results only).
     pub degraded: Vec<String>,
     pub timings: SearchTimings,
+    /// The query's vector, when the search embedded it (answers score their evidence against it).
+    #[serde(skip)]
+    pub query_vector: Option<Vec<f32>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -764,6 +767,7 @@ impl Engine {
         };
         let text = (req.mode != SearchMode::Dense).then(|| query.to_owned());
         let t = Instant::now();
+        let query_vector = dense.clone();
         let query = StoreQuery {
             dense,
             text,
@@ -779,12 +783,12 @@ impl Engine {
         timings.search_ms = ms(t);
         self.metrics.observe_stage(Stage::Search, t.elapsed().as_secs_f64());
         self.metrics.count_degraded(&degraded);
-        Ok(SearchResponse { results, degraded, timings })
+        Ok(SearchResponse { results, degraded, timings, query_vector })
     }
 
     /// The query's vector: from the cache when it has it, else from the embedder (then cached). A
     /// cache that fails is bypassed and the response says `cache`.
-    pub(crate) async fn embed_query(&self, query: &str, degraded: &mut Vec<String>) -> Result<Vec<f32>> {
+    async fn embed_query(&self, query: &str, degraded: &mut Vec<String>) -> Result<Vec<f32>> {
         if let Some(cache) = &self.query_cache {
             match cache.get(query).await {
                 Ok(Some(v)) => {

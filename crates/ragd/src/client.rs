@@ -224,8 +224,13 @@ pub async fn ask(server: ServerArgs, collection: &str, question: &str, top_k: Op
         print!("{answer}");
     } else if degraded.contains(&"generator") && !streamed.trim().ends_with(answer.trim()) {
         print!("\n\n(the generator failed midway; this extractive answer replaces the text above)\n{answer}");
-    } else if done["answer_kind"] != "generated" && !streamed.trim().ends_with(answer.trim()) {
-        print!("\n\n(the evidence does not support the text above; this answer from the evidence replaces it)\n{answer}");
+    } else if done["answer_kind"] != "generated" && streamed.trim() != answer.trim() {
+        // The server streamed the generated text, then this answer set apart: say which one holds.
+        if streamed.trim().ends_with(answer.trim()) {
+            print!("\n(the evidence did not support the generated text above; the answer is the one from the evidence after it)");
+        } else {
+            print!("\n\n(the evidence does not support the text above; this answer from the evidence replaces it)\n{answer}");
+        }
     }
     println!();
     let citations = done["citations"].as_array().cloned().unwrap_or_default();

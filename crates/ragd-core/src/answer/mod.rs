@@ -423,7 +423,7 @@ impl QueryJob {
 
         // Evidence: the passages' units, scored for the question.
         let sel = tokio::select! {
-            s = self.select_evidence(&search.results) => s,
+            s = self.select_evidence(&search.results, search.query_vector.as_deref()) => s,
             _ = tx.closed() => return,
         };
         let extractive = select::short_answer(&sel).filter(|_| sel.found);
@@ -578,27 +578,28 @@ impl QueryJob {
     }
 
     /// Splits the passages into evidence units and scores them for the question, with the
-    /// embedder when it answers (lexically otherwise).
-    async fn select_evidence(&self, hits: &[ChunkHit]) -> select::Selection {
+    /// embedder when it answers (lexically otherwise). `query_vector` is the search's own vector of
+    /// the retrieval query (the question, or its standalone rewrite): no second embedding of it.
+    async fn select_evidence(&self, hits: &[ChunkHit], query_vector: Option<&[f32]>) -> select::Selection {
         let units: Vec<evidence::Unit> = hits.iter().enumerate().flat_map(|(i, h)| evidence::units(i, &h.text, &h.heading_path)).take(MAX_UNITS).collect();
-        let vectors = if units.is_empty() {
-            None
-        } else {
-            let t = Instant::now();
-            // The question's vector usually comes from the query cache: the search just embedded it.
-            let q = self.engine.embed_query(&self.question, &mut Vec::new()).await;
-            let u = self.engine.embedder.embed(units.iter().map(|u| u.with_context()).collect(), crate::embed::EmbedKind::Passage).await;
-            self.engine.metrics.observe_stage(Stage::Rerank, t.elapsed().as_secs_f64());
-            match (q, u) {
-                (Ok(q), Ok(u)) if u.len() == units.len() => Some((q, u)),
-                (Err(e), _) | (_, Err(e)) => {
-                    tracing::warn!(error = %e, "evidence scored lexically: the embedder failed");
-                    None
+        let vectors = match query_vector {
+            Some(q) if !units.is_empty() => {
+                let t = Instant::now();
+                let u = self.engine.embedder.embed(units.iter().map(|u| u.with_context()).collect(), crate::embed::EmbedKind::Passage).await;
+                self.engine.metrics.observe_stage(Stage::Rerank, t.elapsed().as_secs_f64());
+                match u {
+                    Ok(u) if u.len() == units.len() => Some((q, u)),
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "evidence scored lexically: the embedder failed");
+                        None
+                    }
                 }
-                _ => None,
             }
+            // Lexical retrieval (the embedder is down): lexical evidence scores too.
+            _ => None,
         };
-        let sel = select::select(&self.question, &units, vectors.as_ref().map(|(q, u)| (q.as_slice(), u.as_slice())));
+        let sel = select::select(&self.question, &units, vectors.as_ref().map(|(q, u)| (*q, u.as_slice())));
         if tracing::enabled!(tracing::Level::DEBUG) {
             for s in sel.ranked.iter().take(5) {
                 tracing::debug!(shape = ?sel.shape, support = s.support, score = s.score, passage = s.unit.passage, doc = %hits[s.unit.passage].doc_id, unit = %s.unit.with_context(), "evidence");
