@@ -253,7 +253,7 @@ pub async fn ask(server: ServerArgs, collection: &str, question: &str, top_k: Op
     }
     if let Some(d) = done["degraded"].as_array().filter(|d| !d.is_empty()) {
         let list = d.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ");
-        eprintln!("(degraded: {list}{})", if list.contains("generator") { " — the answer is extractive: the best sentences of the passages" } else { "" });
+        eprintln!("(degraded: {list}{})", if list.contains("generator") { " — the answer is extractive: said from the best evidence of the passages" } else { "" });
     }
     Ok(ExitCode::SUCCESS)
 }
