@@ -41,6 +41,9 @@ pub struct NewCollection {
     pub embedder: Option<String>,
     #[serde(default)]
     pub generator: Option<String>,
+    /// Rerank choices of this collection: `{"search"?: bool, "answers"?: bool, "candidates"?: n}`.
+    #[serde(default)]
+    pub rerank: Option<crate::rerank::CollectionRerank>,
 }
 
 /// A collection with its live counts.
@@ -79,6 +82,17 @@ pub struct SearchRequest {
     pub mode: SearchMode,
     #[serde(default)]
     pub filter: Option<SearchFilter>,
+    /// Rerank the fused candidates before the top `top_k` are kept (default: the collection's
+    /// `rerank.search` setting; needs a configured reranker, `rerank.kind`).
+    #[serde(default)]
+    pub rerank: Option<bool>,
+    /// Fused candidates the reranker sees (default: the collection's, else `rerank.candidates`).
+    #[serde(default)]
+    pub rerank_candidates: Option<usize>,
+    /// Set by the answer path (never by a client): this search gathers an answer's passages, so the
+    /// collection's `rerank.answers` applies instead of `rerank.search`.
+    #[serde(skip)]
+    pub answers_rerank: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -98,6 +112,13 @@ pub struct SearchResponse {
 pub struct SearchTimings {
     pub embed_ms: f64,
     pub search_ms: f64,
+    /// Time in the rerank stage (0 when the search was not reranked).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rerank_ms: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// The parts an engine is made of; the binary builds them from `Settings`, tests from fakes or real ones.
@@ -108,6 +129,8 @@ pub struct Parts {
     pub embedder: Arc<dyn Embedder>,
     pub tokens: Arc<dyn TokenCounter>,
     pub generators: Generators,
+    /// The rerank stage (`rerank.kind`), already behind the outbound stack; `None` for `none`.
+    pub reranker: Option<Arc<dyn crate::rerank::Reranker>>,
     /// The registry the parts' breakers already report to.
     pub metrics: Arc<Metrics>,
     /// A shared query cache (cluster mode: Redis); `None` keeps `search.query_cache_entries` in
@@ -126,6 +149,7 @@ pub struct Engine {
     pub(crate) embedder: Arc<dyn Embedder>,
     pub(crate) tokens: Arc<dyn TokenCounter>,
     pub(crate) generators: Generators,
+    pub(crate) reranker: Option<Arc<dyn crate::rerank::Reranker>>,
     pub(crate) conversations: Arc<dyn crate::answer::ConversationStore>,
     /// Query vectors by query text (`search.query_cache_entries`; `None` when 0).
     query_cache: Option<Arc<dyn crate::cache::VectorCache>>,
@@ -190,6 +214,7 @@ impl Engine {
         Arc::new(Engine {
             store_calls,
             generators: parts.generators,
+            reranker: parts.reranker,
             conversations,
             query_cache,
             metrics: parts.metrics,
@@ -238,13 +263,16 @@ impl Engine {
         self.store_calls.breaker().status()
     }
 
-    /// Every circuit breaker, by dependency: the embedder's and each generator's.
+    /// Every circuit breaker, by dependency: the embedder's, the store's, the reranker's and each generator's.
     pub fn breakers(&self) -> Vec<(String, crate::breaker::BreakerStatus)> {
         let mut out = Vec::new();
         if let Some(s) = self.embedder.breaker_status() {
             out.push(("embedder".to_owned(), s));
         }
         out.push(("vector_store".to_owned(), self.store_breaker_status()));
+        if let Some(s) = self.reranker.as_ref().and_then(|r| r.breaker_status()) {
+            out.push(("reranker".to_owned(), s));
+        }
         for (name, g) in self.generators.all() {
             if let Some(s) = g.breaker_status() {
                 out.push((if name == "default" { "generator".to_owned() } else { format!("generator:{name}") }, s));
@@ -371,6 +399,9 @@ impl Engine {
         if let Some(g) = &req.generator {
             self.generators.validate_name(g)?;
         }
+        if let Some(r) = &req.rerank {
+            r.validate()?;
+        }
         crate::auth::validate_tenant(tenant)?;
         let record = CollectionRecord {
             name: crate::auth::storage_name(tenant, &req.name),
@@ -379,6 +410,7 @@ impl Engine {
             dimensions: self.embedder.dimensions(),
             chunking,
             generator: req.generator,
+            rerank: req.rerank,
             created_at: now_rfc3339(),
         };
         let _guard = self.lock_writes(&record.name).await;
@@ -745,6 +777,7 @@ impl Engine {
         if top_k == 0 || top_k > self.settings.search.max_top_k {
             return Err(Error::invalid("invalid_top_k", format!("`top_k` must be between 1 and {}", self.settings.search.max_top_k)));
         }
+        let rerank = self.rerank_plan(&record, &req)?;
         self.check_embedder(&record)?;
         let mut degraded = Vec::new();
         let mut timings = SearchTimings::default();
@@ -768,22 +801,75 @@ impl Engine {
         let text = (req.mode != SearchMode::Dense).then(|| query.to_owned());
         let t = Instant::now();
         let query_vector = dense.clone();
-        let query = StoreQuery {
+        // With a rerank stage the reranker sees `candidates` fused passages and keeps `top_k`.
+        let depth = rerank.map_or(top_k, |c| c.max(top_k));
+        let s = &self.settings.search;
+        let store_query = StoreQuery {
             dense,
             text,
             filter: req.filter,
-            limit: top_k,
-            candidates: self.settings.search.candidates.max(top_k),
-            rrf_k: self.settings.search.rrf_k,
-            weights: (self.settings.search.dense_weight, self.settings.search.lexical_weight),
+            limit: depth,
+            candidates: s.candidates.max(depth),
+            rrf_k: s.rrf_k,
+            weights: (s.dense_weight, s.lexical_weight),
         };
         // Within `search.timeout_ms` per attempt; a failing store opens its breaker and is then
-        // answered with 503 + Retry-After at once.
-        let results = self.store_calls.call(|| self.store.search(collection, query.clone())).await?;
+        // answered with 503 + Retry-After at once. Hybrid: both rankings, fused here.
+        let mut results = if req.mode == SearchMode::Hybrid {
+            let rankings = self.store_calls.call(|| self.store.rankings(collection, store_query.clone())).await?;
+            let fusion = crate::fusion::Fusion { method: s.fusion, dense_weight: s.dense_weight, lexical_weight: s.lexical_weight, rrf_k: s.rrf_k };
+            crate::fusion::fuse(rankings, &fusion, depth)
+        } else {
+            self.store_calls.call(|| self.store.search(collection, store_query.clone())).await?
+        };
         timings.search_ms = ms(t);
         self.metrics.observe_stage(Stage::Search, t.elapsed().as_secs_f64());
+        if rerank.is_some() {
+            let t = Instant::now();
+            results = self.rerank(query, query_vector.as_deref(), results, top_k, &mut degraded).await;
+            timings.rerank_ms = ms(t);
+            self.metrics.observe_stage(Stage::Rerank, t.elapsed().as_secs_f64());
+        }
+        results.truncate(top_k);
         self.metrics.count_degraded(&degraded);
         Ok(SearchResponse { results, degraded, timings, query_vector })
+    }
+
+    /// How many fused candidates this search reranks, or `None` when it does not: the request's
+    /// `rerank` and `rerank_candidates`, else the collection's, else the server's `rerank.*`.
+    fn rerank_plan(&self, record: &CollectionRecord, req: &SearchRequest) -> Result<Option<usize>> {
+        if req.rerank_candidates.is_some_and(|c| c == 0 || c > crate::rerank::MAX_CANDIDATES) {
+            return Err(Error::invalid("invalid_rerank", format!("`rerank_candidates` must be between 1 and {}", crate::rerank::MAX_CANDIDATES)));
+        }
+        let own = record.rerank.clone().unwrap_or_default();
+        // A default applies to hybrid searches; a dense or lexical one is reranked only when asked.
+        let wanted = match req.rerank {
+            Some(asked) => asked,
+            None if req.mode != SearchMode::Hybrid => false,
+            None if req.answers_rerank => own.answers.unwrap_or(true),
+            None => own.search.unwrap_or(self.settings.rerank.search),
+        };
+        if !wanted || self.reranker.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(req.rerank_candidates.or(own.candidates).unwrap_or(self.settings.rerank.candidates)))
+    }
+
+    /// The rerank stage: the reranker's order of `hits`, the best `top_k`; when it fails, the fused
+    /// order and `degraded: ["reranker"]`.
+    async fn rerank(&self, query: &str, query_vector: Option<&[f32]>, hits: Vec<ChunkHit>, top_k: usize, degraded: &mut Vec<String>) -> Vec<ChunkHit> {
+        let Some(reranker) = &self.reranker else { return hits };
+        if hits.len() < 2 {
+            return hits;
+        }
+        match reranker.scores(crate::rerank::RerankInput { query, query_vector, candidates: &hits }).await {
+            Ok(scores) => crate::rerank::apply(hits, &scores, top_k),
+            Err(e) => {
+                tracing::warn!(error = %e, "reranker unavailable; the fused order stands");
+                degraded.push("reranker".to_owned());
+                hits
+            }
+        }
     }
 
     /// The query's vector: from the cache when it has it, else from the embedder (then cached). A

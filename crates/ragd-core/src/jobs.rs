@@ -349,7 +349,7 @@ async fn ingest_batch(engine: &Engine, record: &CollectionRecord, job: &mut JobR
     // Embed every chunk of the batch in one call: the embedder batches across it.
     let texts: Vec<String> = chunked
         .iter()
-        .flat_map(|(doc, chunks)| chunks.iter().map(|c| embedding_text(doc.title.as_deref(), &c.text)))
+        .flat_map(|(doc, chunks)| chunks.iter().map(|c| crate::store::context_text(doc.title.as_deref(), &c.heading_path, &c.text)))
         .collect();
     // In parts, with a heartbeat after each: a large batch is progress too, not a hung job.
     let mut vectors = Vec::with_capacity(texts.len());
@@ -424,14 +424,6 @@ async fn ingest_batch(engine: &Engine, record: &CollectionRecord, job: &mut JobR
     engine.catalog.commit_documents(&record.name, records, job).await?;
     heartbeat(engine, &job.id);
     Ok(())
-}
-
-/// The text a chunk is embedded as: its document title gives short passages their context.
-fn embedding_text(title: Option<&str>, text: &str) -> String {
-    match title {
-        Some(t) if !t.trim().is_empty() && !text.starts_with(t.trim()) => format!("{} {}", t.trim(), text),
-        _ => text.to_owned(),
-    }
 }
 
 async fn embed_with_retry(engine: &Engine, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {

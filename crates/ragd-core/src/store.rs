@@ -21,8 +21,48 @@ pub struct ChunkPoint {
     pub dense: Vec<f32>,
 }
 
+impl ChunkPoint {
+    /// The text BM25 indexes: the document title and the chunk's heading path (each once, and not
+    /// when the chunk already starts with it), then the chunk. Titles and headings make a passage
+    /// findable by what it is about without drowning its own words.
+    pub fn lexical_text(&self) -> String {
+        context_text(self.title.as_deref(), &self.chunk.heading_path, &self.chunk.text)
+    }
+}
+
+/// A passage's text with its context before it: the title and the headings above it, each once and
+/// only when the opening of the text does not already hold it (`# Install` at the top of a Markdown
+/// chunk). The embedded text and the BM25 text are both made by this one function.
+pub fn context_text(title: Option<&str>, headings: &[String], text: &str) -> String {
+    let mut end = text.len().min(400);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let head = &text[..end];
+    let mut parts: Vec<&str> = Vec::new();
+    for t in title.into_iter().chain(headings.iter().map(String::as_str)) {
+        let t = t.trim();
+        if !t.is_empty() && !head.contains(t) && !parts.iter().any(|p| p.eq_ignore_ascii_case(t)) {
+            parts.push(t);
+        }
+    }
+    if parts.is_empty() {
+        return text.to_owned();
+    }
+    format!("{}\n{}", parts.join(" \u{2014} "), text)
+}
+
+/// The two rankings of a hybrid query before fusion, each with its own scores (cosine for dense,
+/// BM25 for lexical), best first.
+#[derive(Debug, Clone, Default)]
+pub struct Rankings {
+    pub dense: Vec<ChunkHit>,
+    pub lexical: Vec<ChunkHit>,
+}
+
 /// A retrieval request. With `dense` and `text` both set the store runs both searches and fuses them
-/// with reciprocal rank fusion; with one of them, only that search.
+/// with reciprocal rank fusion; with one of them, only that search. (The engine fuses hybrid queries
+/// itself, from `VectorStore::rankings`; the store's own fusion serves tools that compare stores.)
 #[derive(Debug, Clone, Default)]
 pub struct StoreQuery {
     pub dense: Option<Vec<f32>>,
@@ -49,6 +89,21 @@ pub trait VectorStore: Send + Sync + 'static {
     /// Deletes the document's chunks whose index is `>= from_index` (0 removes the whole document). Durable on return.
     async fn delete_document_chunks(&self, collection: &str, doc_id: &str, from_index: u32) -> Result<()>;
     async fn search(&self, collection: &str, query: StoreQuery) -> Result<Vec<ChunkHit>>;
+    /// The dense and the lexical ranking of a query, unfused, each at most `query.candidates` long
+    /// (a side whose input is absent — no vector, no text, only stopwords — is empty). Stores that can
+    /// run both in one round trip override this.
+    async fn rankings(&self, collection: &str, query: StoreQuery) -> Result<Rankings> {
+        let dense_q = StoreQuery { text: None, limit: query.candidates, ..query.clone() };
+        let text_q = StoreQuery { dense: None, limit: query.candidates, ..query };
+        let dense = async {
+            if dense_q.dense.is_some() { self.search(collection, dense_q).await } else { Ok(Vec::new()) }
+        };
+        let lexical = async {
+            if text_q.text.is_some() { self.search(collection, text_q).await } else { Ok(Vec::new()) }
+        };
+        let (dense, lexical) = futures::future::try_join(dense, lexical).await?;
+        Ok(Rankings { dense, lexical })
+    }
     /// The chunks with these point ids, in the order asked, skipping ids that do not exist (score 0).
     async fn retrieve(&self, collection: &str, ids: Vec<Uuid>) -> Result<Vec<ChunkHit>>;
     /// Number of chunks, of the whole collection or of one document.

@@ -22,6 +22,9 @@ pub struct CollectionRecord {
     /// Generator override for this collection (issue: answers); `None` uses the server default.
     #[serde(default)]
     pub generator: Option<String>,
+    /// This collection's rerank choices; `None` uses the server's `rerank.*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerank: Option<crate::rerank::CollectionRerank>,
     pub created_at: String,
 }
 

@@ -8,6 +8,7 @@ pub mod fetch;
 pub mod http;
 pub mod http_gen;
 pub mod llama;
+pub mod rerank_http;
 
 pub use builtin::{BUILTIN_DIMENSIONS, BUILTIN_MODEL_ID, BuiltinEmbedder, BuiltinOptions};
 pub use fetch::{

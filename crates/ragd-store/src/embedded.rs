@@ -168,7 +168,7 @@ impl Inner {
     }
 
     fn point(&self, p: ChunkPoint) -> Result<PointStruct> {
-        let sparse = self.bm25.embed_document(&p.chunk.text);
+        let sparse = self.bm25.embed_document(&p.lexical_text());
         let payload = chunk_payload(&p);
         let vectors = Vectors::new_named([(DENSE, Vector::new_dense(p.dense)), (SPARSE, Vector::from(sparse))]);
         Ok(PointStruct::new(PointId::Uuid(EdgeUuid::from_u128(p.id.as_u128())), vectors, payload))

@@ -35,7 +35,7 @@ use qdrant_client::qdrant::{
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use qdrant_edge::bm25_embed::{EdgeBm25, EdgeBm25Config};
 use ragd_core::settings::QdrantSettings;
-use ragd_core::store::{ChunkPoint, StoreQuery, VectorStore};
+use ragd_core::store::{ChunkPoint, Rankings, StoreQuery, VectorStore};
 use ragd_core::types::{ChunkHit, SearchFilter};
 use ragd_core::{Error, Result};
 use serde_json::Value;
@@ -172,7 +172,7 @@ impl QdrantStore {
     }
 
     fn point(&self, p: ChunkPoint) -> Result<PointStruct> {
-        let sparse = self.inner.bm25.embed_document(&p.chunk.text);
+        let sparse = self.inner.bm25.embed_document(&p.lexical_text());
         let vectors = NamedVectors::default()
             .add_vector(SPARSE, Vector::new_sparse(sparse.indices, sparse.values))
             .add_vector(DENSE, Vector::new_dense(p.dense.clone()));
@@ -234,14 +234,29 @@ impl QdrantStore {
 
     /// The dense and the lexical ranking in one round trip, fused here (see the module docs).
     async fn search_inner(&self, collection: &str, q: StoreQuery) -> Result<Vec<ChunkHit>> {
+        let hybrid = q.dense.is_some() && q.text.is_some();
+        let per_side = if hybrid { q.candidates.max(q.limit) } else { q.limit };
+        let (dense, sparse) = self.both(collection, &q, per_side).await?;
+        let points = match (dense, sparse) {
+            (Some(d), Some(s)) => rrf(vec![d, s], q.rrf_k, &[q.weights.0, q.weights.1], q.limit),
+            (Some(mut one), None) | (None, Some(mut one)) => {
+                one.truncate(q.limit);
+                one
+            }
+            (None, None) => Vec::new(),
+        };
+        points.into_iter().map(|p| hit(p.id.as_ref(), p.score, p.payload)).collect()
+    }
+
+    /// The dense and the sparse ranking of `q` (each `None` when it has no input), `per_side` long,
+    /// in one `query_batch` round trip.
+    async fn both(&self, collection: &str, q: &StoreQuery, per_side: usize) -> Result<(Option<Vec<ScoredPoint>>, Option<Vec<ScoredPoint>>)> {
         let name = self.qdrant_name(collection);
         let filter = q.filter.as_ref().map(to_filter).transpose()?;
         let sparse = q.text.as_deref().map(|t| self.inner.bm25.embed_query(t)).filter(|v| !v.indices.is_empty());
-        let hybrid = q.dense.is_some() && sparse.is_some();
-        let per_side = if hybrid { q.candidates.max(q.limit) } else { q.limit } as u64;
         let mut queries = Vec::new();
         let one = |input: VectorInput, using: &str| {
-            let mut b = QueryPointsBuilder::new(name.clone()).query(input).using(using).limit(per_side).with_payload(true);
+            let mut b = QueryPointsBuilder::new(name.clone()).query(input).using(using).limit(per_side as u64).with_payload(true);
             if let Some(f) = &filter {
                 b = b.filter(f.clone());
             }
@@ -254,21 +269,15 @@ impl QdrantStore {
             queries.push(one(VectorInput::new_sparse(s.indices.clone(), s.values.clone()), SPARSE));
         }
         if queries.is_empty() {
-            return Ok(vec![]);
+            return Ok((None, None));
         }
         let response = self
             .call("query_batch", Some(collection), |c| Box::pin(c.query_batch(QueryBatchPointsBuilder::new(name.clone(), queries.clone()))))
             .await?;
-        let mut rankings: Vec<Vec<ScoredPoint>> = response.result.into_iter().map(|r| r.result).collect();
-        let points = if hybrid {
-            let weights = [q.weights.0, q.weights.1];
-            rrf(rankings, q.rrf_k, &weights, q.limit)
-        } else {
-            let mut only = rankings.pop().unwrap_or_default();
-            only.truncate(q.limit);
-            only
-        };
-        points.into_iter().map(|p| hit(p.id.as_ref(), p.score, p.payload)).collect()
+        let mut rankings = response.result.into_iter().map(|r| r.result);
+        let dense = if q.dense.is_some() { Some(rankings.next().unwrap_or_default()) } else { None };
+        let sparse = if sparse.is_some() { Some(rankings.next().unwrap_or_default()) } else { None };
+        Ok((dense, sparse))
     }
 }
 
@@ -406,6 +415,14 @@ impl VectorStore for QdrantStore {
 
     async fn search(&self, collection: &str, query: StoreQuery) -> Result<Vec<ChunkHit>> {
         self.search_inner(collection, query).await
+    }
+
+    async fn rankings(&self, collection: &str, query: StoreQuery) -> Result<Rankings> {
+        let (dense, sparse) = self.both(collection, &query, query.candidates).await?;
+        let hits = |side: Option<Vec<ScoredPoint>>| -> Result<Vec<ChunkHit>> {
+            side.unwrap_or_default().into_iter().map(|p| hit(p.id.as_ref(), p.score, p.payload)).collect()
+        };
+        Ok(Rankings { dense: hits(dense)?, lexical: hits(sparse)? })
     }
 
     async fn retrieve(&self, collection: &str, ids: Vec<uuid::Uuid>) -> Result<Vec<ChunkHit>> {

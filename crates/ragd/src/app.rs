@@ -25,6 +25,8 @@ use ragd_core::settings::StoreBackend;
 use ragd_core::catalog::Catalog;
 use ragd_core::queue::JobQueue;
 use ragd_core::store::VectorStore;
+use ragd_core::rerank::{BuiltinReranker, RerankKind, Reranker, ResilientReranker};
+use ragd_models::rerank_http::{HttpReranker, HttpRerankerConfig};
 use ragd_server::Gateway;
 use ragd_store::{EmbeddedStore, KeyFile, QdrantCatalog, QdrantStore, RedbCatalog, RedisCache, RedisConversations, RedisGcra, RedisLink, RedisQueue};
 
@@ -182,10 +184,12 @@ pub async fn engine(settings: Settings, answers: bool) -> anyhow::Result<Arc<Eng
     });
     let timeout = Duration::from_millis(settings.embedder.timeout_ms);
     let embedder: Arc<dyn Embedder> = Arc::new(ResilientEmbedder::new(embedder, &settings.resilience.embedder, timeout, observer.clone()));
+    let reranker = reranker(&settings, &embedder, observer.clone())?;
     let generators = if answers { generators(&settings, observer).await? } else { Generators::default() };
     let engine = Engine::new(Parts {
         metrics,
         generators,
+        reranker,
         settings: Arc::new(settings),
         catalog,
         store,
@@ -197,6 +201,25 @@ pub async fn engine(settings: Settings, answers: bool) -> anyhow::Result<Arc<Eng
     });
     engine.start().await?;
     Ok(engine)
+}
+
+/// The rerank stage of `rerank.kind`, behind the outbound stack (`None` for `none`).
+fn reranker(settings: &Settings, embedder: &Arc<dyn Embedder>, observer: Arc<dyn BreakerObserver>) -> anyhow::Result<Option<Arc<dyn Reranker>>> {
+    let r = &settings.rerank;
+    let inner: Arc<dyn Reranker> = match r.kind {
+        RerankKind::None => return Ok(None),
+        RerankKind::Builtin => Arc::new(BuiltinReranker::new(embedder.clone())),
+        RerankKind::Http => Arc::new(HttpReranker::new(HttpRerankerConfig {
+            url: r.url.clone().context("rerank.url is required for an http reranker")?,
+            format: r.format,
+            model: r.model.clone(),
+            api_key: r.api_key.as_ref().map(|k| k.expose().to_owned()),
+            timeout: Duration::from_millis(r.timeout_ms),
+            max_chars: r.max_chars,
+        })?),
+    };
+    let timeout = Duration::from_millis(r.timeout_ms);
+    Ok(Some(Arc::new(ResilientReranker::new(inner, &settings.resilience.reranker, timeout, observer))))
 }
 
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {

@@ -83,18 +83,21 @@ impl Client {
         Ok(self.send(self.req(reqwest::Method::GET, &format!("/api/v1/jobs/{id}"))).await?.1)
     }
 
-    pub async fn search(&self, collection: &str, query: &str, top_k: usize, mode: &str) -> anyhow::Result<Value> {
-        let r = self
-            .req(reqwest::Method::POST, &format!("/api/v1/collections/{collection}/search"))
-            .json(&json!({ "query": query, "top_k": top_k, "mode": mode }));
+    /// `rerank`: `None` leaves it to the collection's setting.
+    pub async fn search(&self, collection: &str, query: &str, top_k: usize, mode: &str, rerank: Option<bool>) -> anyhow::Result<Value> {
+        let mut body = json!({ "query": query, "top_k": top_k, "mode": mode });
+        if let Some(r) = rerank {
+            body["rerank"] = json!(r);
+        }
+        let r = self.req(reqwest::Method::POST, &format!("/api/v1/collections/{collection}/search")).json(&body);
         Ok(self.send(r).await?.1)
     }
 }
 
 /// `ragd search`: ranked passages, one block each.
-pub async fn search(server: ServerArgs, collection: &str, query: &str, top_k: usize, mode: &str, raw: bool) -> anyhow::Result<ExitCode> {
+pub async fn search(server: ServerArgs, collection: &str, query: &str, top_k: usize, mode: &str, rerank: Option<bool>, raw: bool) -> anyhow::Result<ExitCode> {
     let client = Client::new(&server)?;
-    let body = client.search(collection, query, top_k, mode).await?;
+    let body = client.search(collection, query, top_k, mode, rerank).await?;
     if raw {
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(ExitCode::SUCCESS);

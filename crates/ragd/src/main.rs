@@ -148,6 +148,9 @@ struct SearchArgs {
     /// hybrid, dense or lexical.
     #[arg(long, default_value = "hybrid")]
     mode: String,
+    /// Rerank the fused candidates (`true`/`false`; default: the collection's `rerank` setting).
+    #[arg(long)]
+    rerank: Option<bool>,
     /// Print the raw JSON response.
     #[arg(long)]
     json: bool,
@@ -290,7 +293,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Config { command: ConfigCommand::Check } => Ok(app::config_check(&sources(cli.config, vec![]))),
         Command::Ingest(args) => ingest::run(args).await,
-        Command::Search(args) => client::search(args.server, &args.collection, &args.query, args.top_k, &args.mode, args.json).await,
+        Command::Search(args) => client::search(args.server, &args.collection, &args.query, args.top_k, &args.mode, args.rerank, args.json).await,
         Command::Ask(args) => client::ask(args.server, &args.collection, &args.question, args.top_k, args.conversation, args.json).await,
         Command::Bench { command: BenchCommand::Search(args) } => bench_load::search(args).await,
         Command::Bench { command: BenchCommand::Query(args) } => bench_load::query(args).await,

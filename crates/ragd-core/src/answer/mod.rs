@@ -403,7 +403,7 @@ impl QueryJob {
         };
         let search = self
             .engine
-            .search(&self.collection, SearchRequest { query: retrieval_query.clone(), top_k: Some(self.top_k), mode: SearchMode::Hybrid, filter: self.filter.clone() })
+            .search(&self.collection, SearchRequest { query: retrieval_query.clone(), top_k: Some(self.top_k), mode: SearchMode::Hybrid, filter: self.filter.clone(), answers_rerank: true, ..Default::default() })
             .await;
         let search = match search {
             Ok(s) => s,
@@ -586,7 +586,7 @@ impl QueryJob {
             Some(q) if !units.is_empty() => {
                 let t = Instant::now();
                 let u = self.engine.embedder.embed(units.iter().map(|u| u.with_context()).collect(), crate::embed::EmbedKind::Passage).await;
-                self.engine.metrics.observe_stage(Stage::Rerank, t.elapsed().as_secs_f64());
+                self.engine.metrics.observe_stage(Stage::Embed, t.elapsed().as_secs_f64());
                 match u {
                     Ok(u) if u.len() == units.len() => Some((q, u)),
                     Ok(_) => None,

@@ -7,6 +7,7 @@ mod bench;
 mod durability;
 mod gateway;
 mod observability;
+mod rerank;
 mod shared;
 mod snapshot;
 mod standin;

@@ -3,7 +3,10 @@
 //! (`POST /v1/chat/completions`, server-sent events) and does what the test tells it: answer in
 //! pieces with a delay, fail with a status and `Retry-After`, hang, break off mid-stream, send
 //! an error inside the stream, or end a `200` stream without a single event. It is not a model: the answer is whatever the test scripts. It also
-//! answers embedding requests (`/v1/embeddings`, `/api/embed`) with fixed fake vectors, or hangs.
+//! answers embedding requests (`/v1/embeddings`, `/api/embed`) with fixed fake vectors, or hangs,
+//! and rerank requests (`.../rerank`, Cohere's and TEI's formats, told apart by the body) with
+//! scripted scores — each passage scores its position, so a rerank reverses the order it was sent
+//! in — or with `Status`/`Hang` like the other routes.
 //! (No Ollama binary can be installed here; the OpenAI wire is also tested against a real llama.cpp server.)
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -131,6 +134,10 @@ async fn handle(
         return respond(&mut stream, 200, "application/json", &[], body.to_string().as_bytes()).await;
     }
     let behavior = behavior.lock().unwrap().clone();
+    if path.ends_with("/rerank") {
+        requests.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+        return rerank(&mut stream, &behavior, &body).await;
+    }
     if path.ends_with("/embeddings") || path.ends_with("/api/embed") {
         // Embeddings: deterministic 384-dimensional vectors from the text's bytes, or a hang.
         if matches!(behavior, Behavior::Hang) {
@@ -224,6 +231,30 @@ async fn handle(
             Ok(())
         }
     }
+}
+
+/// A rerank request: passage `i` scores `i` (the order sent, reversed), in the format the body is in.
+async fn rerank(stream: &mut TcpStream, behavior: &Behavior, body: &[u8]) -> std::io::Result<()> {
+    match behavior {
+        Behavior::Status { code, retry_after } => {
+            let headers: Vec<(String, String)> = retry_after.map(|s| ("Retry-After".to_owned(), s.to_string())).into_iter().collect();
+            return respond(stream, *code, "application/json", &headers, br#"{"error":"stand-in failure"}"#).await;
+        }
+        Behavior::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return Ok(());
+        }
+        Behavior::Killed => return Ok(()),
+        _ => {}
+    }
+    let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let body = if let Some(docs) = req["documents"].as_array() {
+        json!({"id": "standin", "results": (0..docs.len()).rev().map(|i| json!({"index": i, "relevance_score": i as f64})).collect::<Vec<_>>()})
+    } else {
+        let n = req["texts"].as_array().map_or(0, Vec::len);
+        json!((0..n).rev().map(|i| json!({"index": i, "score": i as f64})).collect::<Vec<_>>())
+    };
+    respond(stream, 200, "application/json", &[], body.to_string().as_bytes()).await
 }
 
 async fn start_stream(stream: &mut TcpStream, content_type: &str) -> std::io::Result<()> {
