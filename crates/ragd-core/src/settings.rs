@@ -390,11 +390,50 @@ pub struct IngestSettings {
     /// (merging small segments, building the HNSW index of large ones, dropping deleted points),
     /// serialised with that collection's writes. 0 turns it off (dense search stays exhaustive).
     pub optimize_after_ms: u64,
+    /// Documents in one upload (JSON `documents` or multipart `file` parts); more: 422
+    /// `too_many_documents`, before any is parsed.
+    pub max_documents_per_request: usize,
+    /// Bytes one document may inflate to while it is parsed: PDF streams (Flate, LZW, ASCII85) and
+    /// .docx zip parts, counted before the parser inflates them; more: 422 `document_too_large`.
+    pub max_document_inflated_bytes: u64,
+    /// The same, summed over every document of one upload; more: 422 `request_too_large`.
+    pub max_request_inflated_bytes: u64,
+    /// Text extracted from one document (UTF-8 bytes); more: 422 `document_too_large`.
+    pub max_document_text_bytes: u64,
+    /// Text extracted from all documents of one upload (what the job stores and chunks); more: 422
+    /// `request_too_large`.
+    pub max_request_text_bytes: u64,
+    /// Element nesting of HTML and .docx XML; deeper: 422 `document_too_complex`, refused before
+    /// any recursive code sees it.
+    pub max_nesting_depth: usize,
+    /// Chunks one document may be cut into; more: the job fails at once with `too_many_chunks`,
+    /// before anything of that batch is embedded.
+    pub max_chunks_per_document: u32,
+    /// Longest the parsing of one upload may take; past it: 422 `parse_timeout`.
+    pub parse_timeout_ms: u64,
 }
+
+/// The largest `ingest.max_nesting_depth` accepted: the parse thread's stack is sized for it.
+pub const MAX_NESTING_DEPTH_LIMIT: usize = 4096;
 
 impl Default for IngestSettings {
     fn default() -> Self {
-        IngestSettings { max_upload_bytes: 32 * 1024 * 1024, workers: 1, batch_documents: 64, job_stale_secs: 300, max_stalled_attempts: 5, optimize_after_ms: 2_000 }
+        IngestSettings {
+            max_upload_bytes: 32 * 1024 * 1024,
+            workers: 1,
+            batch_documents: 64,
+            job_stale_secs: 300,
+            max_stalled_attempts: 5,
+            optimize_after_ms: 2_000,
+            max_documents_per_request: 1_000,
+            max_document_inflated_bytes: 64 * 1024 * 1024,
+            max_request_inflated_bytes: 256 * 1024 * 1024,
+            max_document_text_bytes: 16 * 1024 * 1024,
+            max_request_text_bytes: 64 * 1024 * 1024,
+            max_nesting_depth: 256,
+            max_chunks_per_document: 10_000,
+            parse_timeout_ms: 60_000,
+        }
     }
 }
 
@@ -835,6 +874,19 @@ impl Settings {
         }
         if self.ingest.workers == 0 || self.ingest.batch_documents == 0 {
             p.push("ingest.workers and ingest.batch_documents must be at least 1".into());
+        }
+        let i = &self.ingest;
+        if i.max_documents_per_request == 0 || i.max_chunks_per_document == 0 || i.parse_timeout_ms == 0 {
+            p.push("ingest.max_documents_per_request, ingest.max_chunks_per_document and ingest.parse_timeout_ms must be at least 1".into());
+        }
+        if i.max_document_inflated_bytes < 1024 || i.max_document_text_bytes < 1024 {
+            p.push("ingest.max_document_inflated_bytes and ingest.max_document_text_bytes must be at least 1024".into());
+        }
+        if i.max_request_inflated_bytes < i.max_document_inflated_bytes || i.max_request_text_bytes < i.max_document_text_bytes {
+            p.push("ingest.max_request_inflated_bytes and ingest.max_request_text_bytes must be at least their per-document limits".into());
+        }
+        if !(8..=MAX_NESTING_DEPTH_LIMIT).contains(&i.max_nesting_depth) {
+            p.push(format!("ingest.max_nesting_depth must be between 8 and {MAX_NESTING_DEPTH_LIMIT}"));
         }
         if self.search.default_top_k == 0 || self.search.default_top_k > self.search.max_top_k {
             p.push("search.default_top_k must be between 1 and search.max_top_k".into());
