@@ -193,6 +193,16 @@ pub struct LimitsSettings {
     pub query_timeout_ms: u64,
     pub ingest_timeout_ms: u64,
     pub admin_timeout_ms: u64,
+    /// Connections open at once on each listener (lowered to stay under the process's open-files
+    /// limit); at the cap, new ones wait in the kernel's backlog (plain HTTP) or are closed (HTTPS)
+    /// until one ends.
+    pub max_connections: usize,
+    /// A client that has not sent a request's headers within this long is disconnected.
+    pub header_read_timeout_ms: u64,
+    /// Bodies of every route but uploads are read whole, within this long, before the handler
+    /// runs and before a search or question takes one of `max_concurrent_queries`; slower: 408
+    /// `body_timeout`. (Uploads are bounded by `ingest_timeout_ms`.)
+    pub body_read_timeout_ms: u64,
 }
 
 impl Default for LimitsSettings {
@@ -204,6 +214,9 @@ impl Default for LimitsSettings {
             // `wait=true` uploads may be held up to 10 minutes.
             ingest_timeout_ms: 660_000,
             admin_timeout_ms: 30_000,
+            max_connections: 4096,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
         }
     }
 }
@@ -740,7 +753,15 @@ impl Settings {
             }
         }
         let l = &self.limits;
-        if l.json_body_bytes < 1024 || l.max_concurrent_queries == 0 || l.query_timeout_ms == 0 || l.ingest_timeout_ms == 0 || l.admin_timeout_ms == 0 {
+        if l.json_body_bytes < 1024
+            || l.max_concurrent_queries == 0
+            || l.query_timeout_ms == 0
+            || l.ingest_timeout_ms == 0
+            || l.admin_timeout_ms == 0
+            || l.max_connections == 0
+            || l.header_read_timeout_ms == 0
+            || l.body_read_timeout_ms == 0
+        {
             p.push("limits: json_body_bytes must be at least 1024, the others at least 1".into());
         }
         let any_origin = self.cors.allowed_origins.iter().any(|o| o == "*");
