@@ -854,7 +854,7 @@ impl Engine {
                 "embedder_mismatch",
                 format!(
                     "collection `{}` was embedded with `{}` ({} dims) but this server embeds with `{}` ({} dims)",
-                    record.name,
+                    crate::auth::shown_name(&record.name),
                     record.embedder,
                     record.dimensions,
                     self.embedder.model_id(),

@@ -91,9 +91,11 @@ impl Error {
     }
 
     pub fn collection_not_found(name: &str) -> Self {
+        let name = crate::auth::shown_name(name);
         Error::not_found("collection_not_found", format!("collection `{name}` does not exist"))
     }
     pub fn document_not_found(collection: &str, id: &str) -> Self {
+        let collection = crate::auth::shown_name(collection);
         Error::not_found("document_not_found", format!("document `{id}` does not exist in collection `{collection}`"))
     }
     pub fn job_not_found(id: &str) -> Self {

@@ -769,7 +769,9 @@ impl Settings {
             p.push("cors: allow_credentials needs explicit origins, not `*`".into());
         }
         for o in self.cors.allowed_origins.iter().filter(|o| *o != "*") {
-            let ok = (o.starts_with("http://") || o.starts_with("https://")) && !o.ends_with('/') && !o[8..].contains('/');
+            // By prefix, never by byte index: an origin may hold any character (`http://éx`).
+            let host = o.strip_prefix("https://").or_else(|| o.strip_prefix("http://"));
+            let ok = host.is_some_and(|h| !h.is_empty() && !h.contains('/'));
             if !ok {
                 p.push(format!("cors.allowed_origins: `{o}` is not an origin like https://app.example.com"));
             }
@@ -1000,6 +1002,16 @@ mod tests {
         .unwrap_err();
         assert!(bad.iter().any(|p| p.starts_with("listen")), "{bad:?}");
         assert!(bad.iter().any(|p| p.contains("embedder.url")), "{bad:?}");
+    }
+
+    #[test]
+    fn origins_with_any_characters_are_checked_without_panicking() {
+        for (origin, ok) in [("http://éx", true), ("https://app.example.com", true), ("http://é/", false), ("https://", false), ("ftp://x", false), ("é", false), ("http://a/b", false)] {
+            let mut s = Settings::default();
+            s.cors.allowed_origins = vec![origin.into()];
+            let bad = s.problems().iter().any(|p| p.starts_with("cors.allowed_origins"));
+            assert_eq!(bad, !ok, "{origin}");
+        }
     }
 
     #[test]

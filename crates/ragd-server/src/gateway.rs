@@ -211,7 +211,12 @@ pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> R
     }
 
     if let Some(q) = req.uri().query() {
-        let named = q.split('&').filter_map(|kv| kv.split('=').next()).any(|k| CREDENTIAL_PARAMS.iter().any(|c| c.eq_ignore_ascii_case(k)));
+        // Names are compared as the query parser will read them: percent-decoded (`access%5Ftoken`).
+        let named = q
+            .split('&')
+            .filter_map(|kv| kv.split('=').next())
+            .map(percent_decoded)
+            .any(|k| CREDENTIAL_PARAMS.iter().any(|c| c.as_bytes().eq_ignore_ascii_case(&k)));
         if named {
             return ApiError(Error::invalid("credentials_in_query", "credentials are never accepted in the query string; send them in the Authorization or X-Service-Token header"))
                 .into_response();
@@ -425,4 +430,17 @@ pub fn cors(c: &CorsSettings) -> Option<CorsLayer> {
         .allow_credentials(c.allow_credentials)
         .max_age(Duration::from_secs(c.max_age_secs));
     Some(layer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decoded;
+
+    #[test]
+    fn query_names_are_compared_decoded() {
+        assert_eq!(percent_decoded("access%5Ftoken"), b"access_token");
+        assert_eq!(percent_decoded("api%5fkey"), b"api_key");
+        assert_eq!(percent_decoded("a+b%"), b"a b%");
+        assert_eq!(percent_decoded("%zz%4"), b"%zz%4");
+    }
 }

@@ -83,7 +83,7 @@ pub fn router(engine: Arc<Engine>, gateway: Arc<Gateway>) -> Router {
         .route("/v1/chat/completions", post(answers::chat_completions))
         .route("/v1/models", get(answers::list_models))
         .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
+        .route("/health/ready", get(health::ready_public))
         .route("/", get(ui::index))
         .route("/ui/{*file}", get(ui::asset));
     // `/metrics` lives on the admin listener unless that is turned off (`admin_listen = ""`).
