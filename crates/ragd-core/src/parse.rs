@@ -1051,6 +1051,8 @@ fn extract_pdf(bytes: &[u8], meter: &mut Meter<'_>) -> Result<ParsedDocument> {
         return Err(Error::Unparseable("the PDF has no pages".into()));
     }
 
+    pdf_xobject_work(&doc, &page_objects, meter)?;
+
     let mut text = String::new();
     let mut chars = 0usize;
     let mut pages = Vec::with_capacity(page_numbers.len());
@@ -1108,6 +1110,91 @@ fn extract_pdf(bytes: &[u8], meter: &mut Meter<'_>) -> Result<ParsedDocument> {
         markdown: false,
         pages,
     })
+}
+
+/// Deepest nesting of XObjects (a form that runs a form that ...) pdf-extract is allowed to walk.
+const MAX_XOBJECT_NESTING: usize = 32;
+
+/// pdf-extract runs an XObject's content each time a `Do` names it, inflating its stream again
+/// each time, and recurses into the XObjects that content names: a form that names itself recursed
+/// without end (a stack overflow, which aborts the process), and forms naming each other a few
+/// times per level make exponential work. This walks what pdf-extract will walk, page by page:
+/// a cycle or nesting past `MAX_XOBJECT_NESTING` is `document_too_complex`, and every inflation
+/// (at least 256 bytes a visit) counts against the document's allowance.
+fn pdf_xobject_work(
+    doc: &pdf_extract::Document,
+    pages: &std::collections::BTreeMap<u32, pdf_extract::ObjectId>,
+    meter: &mut Meter<'_>,
+) -> Result<()> {
+    for &page_id in pages.values() {
+        if !parent_chain_ends(doc, page_id) {
+            continue;
+        }
+        let Ok(content) = doc.get_page_content(page_id) else { continue };
+        let resources = page_resources(doc, page_id);
+        walk_xobjects(doc, &content, resources, &mut Vec::new(), meter)?;
+    }
+    Ok(())
+}
+
+/// The dictionary an object is, or refers to.
+fn pdf_dict<'a>(doc: &'a pdf_extract::Document, object: Option<&'a pdf_extract::Object>) -> Option<&'a pdf_extract::Dictionary> {
+    match object? {
+        pdf_extract::Object::Dictionary(d) => Some(d),
+        pdf_extract::Object::Reference(id) => doc.get_dictionary(*id).ok(),
+        _ => None,
+    }
+}
+
+/// A page's resources, inherited from its ancestors when it has none (as pdf-extract looks them up).
+fn page_resources(doc: &pdf_extract::Document, page: pdf_extract::ObjectId) -> Option<&pdf_extract::Dictionary> {
+    let mut node = doc.get_dictionary(page).ok()?;
+    for _ in 0..64 {
+        if let Some(r) = pdf_dict(doc, node.get(b"Resources").ok()) {
+            return Some(r);
+        }
+        node = doc.get_dictionary(node.get(b"Parent").ok()?.as_reference().ok()?).ok()?;
+    }
+    None
+}
+
+fn walk_xobjects<'a>(
+    doc: &'a pdf_extract::Document,
+    content: &[u8],
+    resources: Option<&'a pdf_extract::Dictionary>,
+    path: &mut Vec<pdf_extract::ObjectId>,
+    meter: &mut Meter<'_>,
+) -> Result<()> {
+    meter.limits.check_time()?;
+    // Content pdf-extract cannot decode makes it give up on the page: nothing more runs.
+    let Ok(ops) = pdf_extract::content::Content::decode(content) else { return Ok(()) };
+    let Some(xobjects) = pdf_dict(doc, resources.and_then(|r| r.get(b"XObject").ok())) else { return Ok(()) };
+    for op in ops.operations.iter().filter(|o| o.operator == "Do") {
+        let Some(name) = op.operands.first().and_then(|o| o.as_name().ok()) else { continue };
+        let Some(id) = xobjects.get(name).ok().and_then(|o| o.as_reference().ok()) else { continue };
+        let Ok(stream) = doc.get_object(id).and_then(|o| o.as_stream()) else { continue };
+        if path.contains(&id) || path.len() >= MAX_XOBJECT_NESTING {
+            return Err(Error::limit(
+                "document_too_complex",
+                format!("the PDF's forms run each other in a cycle or more than {MAX_XOBJECT_NESTING} levels deep"),
+            ));
+        }
+        let filters: Vec<PdfFilter> = stream.filters().map(|f| f.iter().map_while(|n| pdf_filter(n)).collect()).unwrap_or_default();
+        let size = if filters.is_empty() {
+            stream.content.len() as u64
+        } else {
+            decode_bounded(&filters, &stream.content, meter.left()).map_err(|_| meter.exceeded())?
+        };
+        meter.add(size.max(256))?;
+        // Within the allowance just counted, so inflating it here is bounded.
+        let inner = if filters.is_empty() { stream.content.clone() } else { stream.decompressed_content().unwrap_or_else(|_| stream.content.clone()) };
+        let inner_resources = pdf_dict(doc, stream.dict.get(b"Resources").ok()).or(resources);
+        path.push(id);
+        let walked = walk_xobjects(doc, &inner, inner_resources, path, meter);
+        path.pop();
+        walked?;
+    }
+    Ok(())
 }
 
 /// Whether following /Parent from a page object ends. pdf-extract follows it without a bound when it
@@ -2053,5 +2140,63 @@ mod tests {
         assert_eq!(limit_code(parse_limited(SourceKind::Html, html.as_bytes(), &limits).map(|r| r.0)), "document_too_large");
         let late = ParseLimits { deadline: Some(Instant::now()), ..ParseLimits::default() };
         assert_eq!(limit_code(parse_limited(SourceKind::Html, b"<p>x</p>", &late).map(|r| r.0)), "parse_timeout");
+    }
+
+    /// A loadable PDF made of these objects (numbered from 1; object 1 the catalog), with a
+    /// correct cross-reference table.
+    fn pdf_of(objects: &[String]) -> Vec<u8> {
+        let mut pdf = b"%PDF-1.4\n".to_vec();
+        let mut offsets = Vec::new();
+        for (i, o) in objects.iter().enumerate() {
+            offsets.push(pdf.len());
+            pdf.extend_from_slice(format!("{} 0 obj\n{o}\nendobj\n", i + 1).as_bytes());
+        }
+        let xref = pdf.len();
+        pdf.extend_from_slice(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
+        for o in offsets {
+            pdf.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
+        }
+        pdf.extend_from_slice(format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes());
+        pdf
+    }
+
+    fn stream(dict: &str, content: &str) -> String {
+        format!("<< {dict} /Length {} >>\nstream\n{content}\nendstream", content.len())
+    }
+
+    /// Found while bounding PDFs: pdf-extract runs a form each time `Do` names it and recursed
+    /// into a form that names itself until the stack overflowed (the process aborted).
+    #[test]
+    fn pdf_forms_that_run_themselves_or_each_other_exponentially_are_refused() {
+        let text = "BT /F1 12 Tf 72 712 Td (Hello) Tj ET";
+        let head = |xobjects: &str| {
+            vec![
+                "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+                "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
+                format!("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> >> /XObject << {xobjects} >> >> >>"),
+                stream("", &format!("{text} /X Do")),
+            ]
+        };
+        let mut cycle = head("/X 5 0 R");
+        cycle.push(stream("/Type /XObject /Subtype /Form /BBox [0 0 1 1] /Resources << /XObject << /X 5 0 R >> >>", "/X Do"));
+        let bytes = pdf_of(&cycle);
+        assert_eq!(limit_code(parse_on_big_stack(SourceKind::Pdf, bytes, ParseLimits::default())), "document_too_complex");
+
+        // Twenty forms, each running the next twice: a million runs from a few KiB.
+        let mut doubling = head("/X 5 0 R");
+        for i in 0..20 {
+            let next = if i < 19 { format!("/Resources << /XObject << /X {} 0 R >> >>", 6 + i) } else { String::new() };
+            let body = if i < 19 { "/X Do /X Do" } else { "0 0 m" };
+            doubling.push(stream(&format!("/Type /XObject /Subtype /Form /BBox [0 0 1 1] {next}"), body));
+        }
+        let t = Instant::now();
+        assert_eq!(limit_code(parse_on_big_stack(SourceKind::Pdf, pdf_of(&doubling), ParseLimits::default())), "document_too_large");
+        assert!(t.elapsed() < std::time::Duration::from_secs(20), "{:?}", t.elapsed());
+
+        // A form run once, as real documents do, is fine.
+        let mut once = head("/X 5 0 R");
+        once.push(stream("/Type /XObject /Subtype /Form /BBox [0 0 1 1]", "0 0 m"));
+        let doc = parse_on_big_stack(SourceKind::Pdf, pdf_of(&once), ParseLimits::default()).unwrap();
+        assert!(doc.text.contains("Hello"), "{}", doc.text);
     }
 }
