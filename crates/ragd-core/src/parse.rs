@@ -422,8 +422,22 @@ fn parse_html(bytes: &[u8], limits: &ParseLimits) -> Result<ParsedDocument> {
     // elements) and html2text's renderer recurses once per level: measure the nesting from the
     // tags first, then on the tree (which can be a little deeper: implied tbody, tr), and refuse
     // deeper documents before either runs.
-    if html_tag_depth(&source, limits.max_depth) > limits.max_depth {
+    let scan = html_scan(&source, limits.max_depth);
+    if scan.depth > limits.max_depth {
         return Err(limits.too_deep("HTML"));
+    }
+    // What the renderer would produce before trimming, allowed up to four times the text limit
+    // (trailing spaces and blank lines go before the text is measured).
+    let render_allowance = limits.text_bytes.saturating_mul(4);
+    if scan.rendered_bytes > render_allowance {
+        return Err(Error::limit(
+            limits.text_code,
+            format!(
+                "the HTML would render to about {} bytes (quote and list prefixes on every line, table rows padded to the table's width), \
+                 more than four times the text limit ({})",
+                scan.rendered_bytes, limits.text_setting
+            ),
+        ));
     }
     limits.check_time()?;
     let config = html2text::config::with_decorator(MarkdownDecorator).no_table_borders();
@@ -500,21 +514,129 @@ const HTML_P_SCOPE: &[&str] = &[
     "applet", "button", "caption", "html", "marquee", "object", "table", "td", "th", "template",
 ];
 
-/// Element nesting as the tags say it, without building a tree (so it bounds the time html5ever
-/// may take, which grows with depth): a start tag opens an element (except void ones and `/>`), an
-/// end tag closes up to its open element unless a special element is in the way, and the implied
-/// ends html5ever applies (`<li>`, `<dd>`/`<dt>`, `<td>`/`<th>`, `<tr>`, `<option>`, and blocks
-/// closing an open `<p>`) are applied. Where it differs from html5ever's tree it counts more,
-/// except for a bounded few reconstructed formatting elements; the tree is measured again after
-/// parsing anyway. Stops counting once past `max`. Linear in the input, no recursion.
-fn html_tag_depth(html: &str, max: usize) -> usize {
+/// What the tags of an HTML document say, read without building a tree.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct HtmlScan {
+    /// Element nesting (see `html_scan`); stops growing once past the limit.
+    depth: usize,
+    /// About how many bytes html2text will render before blank lines and trailing spaces are
+    /// trimmed: every line carries its quote and list prefixes, and every line of a table row is
+    /// padded to the table's width (the widest cell of each column). Rendering is one library call
+    /// that cannot be stopped, so this is checked before it: 1 MB of `<br>` inside 240 quotes
+    /// rendered to 96 MB, a 620 KB table with one wide cell to 800 MB.
+    rendered_bytes: u64,
+}
+
+/// A table being read by `html_scan`: its columns' widths and its rows' heights.
+#[derive(Default)]
+struct TableScan {
+    col_width: Vec<u64>,
+    col: usize,
+    cell_text: u64,
+    cell_lines: u64,
+    row_lines: u64,
+    lines: u64,
+}
+
+impl TableScan {
+    fn end_cell(&mut self) {
+        if self.col_width.len() <= self.col {
+            self.col_width.resize(self.col + 1, 0);
+        }
+        self.col_width[self.col] = self.col_width[self.col].max(self.cell_text);
+        self.row_lines = self.row_lines.max(self.cell_lines);
+        self.col += 1;
+        (self.cell_text, self.cell_lines) = (0, 0);
+    }
+    fn end_row(&mut self) {
+        if self.cell_text > 0 || self.cell_lines > 0 {
+            self.end_cell();
+        }
+        self.lines += self.row_lines.max(1);
+        (self.col, self.row_lines) = (0, 0);
+    }
+    fn width(&self) -> u64 {
+        self.col_width.iter().sum::<u64>().min(HTML_WRAP_WIDTH as u64)
+    }
+}
+
+/// Extra width the lines inside an element get (html2text's `> ` and list indents).
+fn html_prefix(name: &str) -> u64 {
+    match name {
+        "blockquote" => 2,
+        "ul" | "ol" | "dl" | "menu" => 2,
+        "li" | "dd" | "dt" => 8,
+        _ => 0,
+    }
+}
+
+/// Element nesting and rendered size as the tags say them (so they bound the time html5ever may
+/// take, which grows with depth, and the memory html2text's renderer may use). A start tag opens
+/// an element (except void ones, and `/>` in SVG and MathML), an end tag closes up to its open
+/// element unless a special element is in the way, and the implied ends html5ever applies (`<li>`,
+/// `<dd>`/`<dt>`, `<td>`/`<th>`, `<tr>`, `<option>`, and blocks closing an open `<p>`) are applied.
+/// Where it differs from html5ever's tree it counts more, except for a bounded few reconstructed
+/// formatting elements; the tree is measured again after parsing anyway. Linear in the input, no
+/// recursion; stops once the depth passes `max_depth`.
+fn html_scan(html: &str, max_depth: usize) -> HtmlScan {
     let b = html.as_bytes();
-    let mut stack: Vec<String> = Vec::new();
-    let mut deepest = 0;
+    // Open elements with the prefix width their content gets.
+    let mut stack: Vec<(String, u64)> = Vec::new();
+    let mut tables: Vec<TableScan> = Vec::new();
+    let mut scan = HtmlScan::default();
     let mut i = 0;
     let is = |list: &[&str], name: &str| list.contains(&name);
-    while let Some(off) = b[i..].iter().position(|&c| c == b'<') {
-        i += off + 1;
+    // A line of `len` bytes of text (or an element that may start a line) at the current prefix.
+    fn line(scan: &mut HtmlScan, tables: &mut [TableScan], prefix: u64, text: u64, lines: u64) {
+        scan.rendered_bytes = scan.rendered_bytes.saturating_add(text.saturating_add(lines.saturating_mul(prefix + 1)));
+        if let Some(t) = tables.last_mut() {
+            t.cell_text = t.cell_text.saturating_add(text);
+            t.cell_lines = t.cell_lines.saturating_add(lines);
+        }
+    }
+    // Closes the open elements from `at` up, finishing the cells, rows and tables among them.
+    fn close_from(stack: &mut Vec<(String, u64)>, at: usize, tables: &mut Vec<TableScan>, scan: &mut HtmlScan) {
+        while stack.len() > at {
+            let (name, _) = stack.pop().expect("non-empty");
+            match name.as_str() {
+                "td" | "th" => {
+                    if let Some(t) = tables.last_mut() {
+                        t.end_cell();
+                    }
+                }
+                "tr" => {
+                    if let Some(t) = tables.last_mut() {
+                        t.end_row();
+                    }
+                }
+                "table" => {
+                    let Some(mut t) = tables.pop() else { continue };
+                    t.end_row();
+                    let (width, lines) = (t.width(), t.lines);
+                    // Every line of every row is as wide as the table.
+                    scan.rendered_bytes = scan.rendered_bytes.saturating_add(lines.saturating_mul(width + 1));
+                    if let Some(outer) = tables.last_mut() {
+                        outer.cell_text = outer.cell_text.max(width);
+                        outer.cell_lines = outer.cell_lines.saturating_add(lines);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    loop {
+        let next = b[i..].iter().position(|&c| c == b'<').map_or(b.len(), |off| i + off);
+        // The text before the tag.
+        let text = &b[i..next];
+        if text.iter().any(|c| !c.is_ascii_whitespace()) {
+            let prefix = stack.last().map_or(0, |e| e.1);
+            let breaks = text.iter().filter(|c| **c == b'\n').count() as u64;
+            line(&mut scan, &mut tables, prefix, text.len() as u64, breaks + 1);
+        }
+        if next >= b.len() {
+            break;
+        }
+        i = next + 1;
         let rest = &b[i..];
         if rest.starts_with(b"!--") {
             i = find(b, i + 3, b"-->").map_or(b.len(), |e| e + 3);
@@ -547,29 +669,33 @@ fn html_tag_depth(html: &str, max: usize) -> usize {
         i = (j + 1).min(b.len());
         if closing {
             for at in (0..stack.len()).rev() {
-                if stack[at] == name {
-                    stack.truncate(at);
+                if stack[at].0 == name {
+                    close_from(&mut stack, at, &mut tables, &mut scan);
                     break;
                 }
-                if is(HTML_SPECIAL, &stack[at]) {
+                if is(HTML_SPECIAL, &stack[at].0) {
                     break;
                 }
             }
             continue;
         }
+        let prefix = stack.last().map_or(0, |e| e.1);
         if is(HTML_RAW, &name) {
-            // Skip to `</name`, whatever the case.
+            // Skip to `</name`, whatever the case (its text is rendered, if at all, as one block).
             let end = format!("</{name}");
-            i = find_ascii_ci(b, i, end.as_bytes()).unwrap_or(b.len());
+            let to = find_ascii_ci(b, i, end.as_bytes()).unwrap_or(b.len());
+            let lines = b[i..to].iter().filter(|c| **c == b'\n').count() as u64 + 1;
+            line(&mut scan, &mut tables, prefix, (to - i) as u64, lines);
+            i = to;
             continue;
         }
         if is(HTML_CLOSES_P, &name) {
             for at in (0..stack.len()).rev() {
-                if stack[at] == "p" {
-                    stack.truncate(at);
+                if stack[at].0 == "p" {
+                    close_from(&mut stack, at, &mut tables, &mut scan);
                     break;
                 }
-                if is(HTML_P_SCOPE, &stack[at]) {
+                if is(HTML_P_SCOPE, &stack[at].0) {
                     break;
                 }
             }
@@ -578,9 +704,9 @@ fn html_tag_depth(html: &str, max: usize) -> usize {
             "li" | "dd" | "dt" => {
                 let ends: &[&str] = if name == "li" { &["li"] } else { &["dd", "dt"] };
                 for at in (0..stack.len()).rev() {
-                    let open = stack[at].as_str();
+                    let open = stack[at].0.as_str();
                     if ends.contains(&open) {
-                        stack.truncate(at);
+                        close_from(&mut stack, at, &mut tables, &mut scan);
                         break;
                     }
                     if is(HTML_SPECIAL, open) && !matches!(open, "address" | "div" | "p") {
@@ -595,31 +721,46 @@ fn html_tag_depth(html: &str, max: usize) -> usize {
                     "tr" => &["tr", "td", "th"],
                     _ => &["thead", "tbody", "tfoot", "tr", "td", "th"],
                 };
-                if let Some(table) = stack.iter().rposition(|n| n == "table") {
-                    if let Some(at) = (table + 1..stack.len()).find(|&k| ends.contains(&stack[k].as_str())) {
-                        stack.truncate(at);
+                if let Some(table) = stack.iter().rposition(|n| n.0 == "table") {
+                    if let Some(at) = (table + 1..stack.len()).find(|&k| ends.contains(&stack[k].0.as_str())) {
+                        close_from(&mut stack, at, &mut tables, &mut scan);
                     }
                 }
             }
             "option" | "optgroup" => {
-                while stack.last().is_some_and(|n| n == "option" || (name == "optgroup" && n == "optgroup")) {
-                    stack.pop();
+                while stack.last().is_some_and(|n| n.0 == "option" || (name == "optgroup" && n.0 == "optgroup")) {
+                    let at = stack.len() - 1;
+                    close_from(&mut stack, at, &mut tables, &mut scan);
                 }
             }
             _ => {}
         }
+        let prefix = stack.last().map_or(prefix, |e| e.1);
+        // Any element may start a line.
+        line(&mut scan, &mut tables, prefix, 0, 1);
         // `/>` closes an element only in SVG and MathML; `<div/>` opens a div.
-        let foreign = self_closing && stack.iter().any(|n| n == "svg" || n == "math");
+        let foreign = self_closing && stack.iter().any(|n| n.0 == "svg" || n.0 == "math");
         if foreign || is(HTML_VOID, &name) {
             continue;
         }
-        stack.push(name);
-        deepest = deepest.max(stack.len());
-        if deepest > max {
-            return deepest;
+        if name == "table" {
+            tables.push(TableScan::default());
+        }
+        let inner = prefix + html_prefix(&name);
+        stack.push((name, inner));
+        scan.depth = scan.depth.max(stack.len());
+        if scan.depth > max_depth {
+            return scan;
         }
     }
-    deepest
+    close_from(&mut stack, 0, &mut tables, &mut scan);
+    scan
+}
+
+/// The nesting part of `html_scan`.
+#[cfg(test)]
+fn html_tag_depth(html: &str, max: usize) -> usize {
+    html_scan(html, max).depth
 }
 
 fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
@@ -2038,6 +2179,26 @@ mod tests {
         let html = "<ul><li>".repeat((max - 8) / 2) + "deepest";
         let doc = parse_on_big_stack(SourceKind::Html, html.into_bytes(), limits).unwrap();
         assert!(doc.text.contains("deepest"));
+    }
+
+    #[test]
+    fn html_that_would_render_far_larger_than_it_is_is_refused_before_rendering() {
+        // Measured before this check: 1 MB -> 96 MB of text in 21 s; 620 KB -> 800 MB in 61 s.
+        let quotes = format!("{}{}", "<blockquote>".repeat(240), "x<br>".repeat(200_000));
+        let rows: String = (0..20_000)
+            .map(|i| if i == 0 { format!("<tr><td>{}</td><td>b</td></tr>", "w ".repeat(20_000)) } else { "<tr><td>a</td><td>b</td></tr>".to_owned() })
+            .collect();
+        let table = format!("<table>{rows}</table>");
+        for html in [quotes, table] {
+            let t = Instant::now();
+            assert_eq!(limit_code(parse(SourceKind::Html, html.as_bytes())), "document_too_large");
+            assert!(t.elapsed() < std::time::Duration::from_secs(5), "{:?}", t.elapsed());
+        }
+        // Ordinary tables, lists and quotes are estimated near their size.
+        let table: String = (0..2_000).map(|i| format!("<tr><td>row {i}</td><td>some value</td><td>{}</td></tr>", "x".repeat(i % 50))).collect();
+        let html = format!("<h1>T</h1><table>{table}</table><ul>{}</ul><blockquote><p>quoted</p></blockquote>", "<li>item</li>".repeat(1000));
+        let scan = html_scan(&html, 256);
+        assert!(scan.rendered_bytes < 4 * html.len() as u64, "{} for {}", scan.rendered_bytes, html.len());
     }
 
     #[test]
