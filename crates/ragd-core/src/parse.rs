@@ -1299,6 +1299,54 @@ fn page_resources(doc: &pdf_extract::Document, page: pdf_extract::ObjectId) -> O
     None
 }
 
+/// Most tokens (operators and operands) one content stream may hold: lopdf's content decoder,
+/// which pdf-extract runs on every page and every form it runs, took 550 bytes of memory per
+/// operation (16 MiB of `q Q` decoded to 8.4 million operations in 4.6 GB and 17 s). A page of
+/// text holds a few thousand.
+pub const MAX_PDF_CONTENT_TOKENS: usize = 500_000;
+
+/// The tokens of a content stream, roughly: whitespace separates, a `/` starts a name, and
+/// delimiters stand alone. Strings are not parsed (a string of words counts as several tokens),
+/// so this counts at least as many tokens as lopdf will decode.
+fn pdf_content_tokens(content: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < content.len() && content[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i >= content.len() {
+            return None;
+        }
+        let start = i;
+        i += 1;
+        if !b"()<>[]{}".contains(&content[start]) {
+            while i < content.len() && !content[i].is_ascii_whitespace() && !b"()<>[]{}/".contains(&content[i]) {
+                i += 1;
+            }
+        }
+        Some(&content[start..i])
+    })
+}
+
+/// The names a content stream runs with `Do`, after checking it is small enough to decode.
+fn pdf_runs(content: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let mut runs = Vec::new();
+    let mut previous: &[u8] = b"";
+    for (n, token) in pdf_content_tokens(content).enumerate() {
+        if n >= MAX_PDF_CONTENT_TOKENS {
+            return Err(Error::limit(
+                "document_too_complex",
+                format!("a page or form of the PDF holds more than {MAX_PDF_CONTENT_TOKENS} operations and operands"),
+            ));
+        }
+        if token == b"Do" && previous.len() > 1 && previous[0] == b'/' {
+            runs.push(previous[1..].to_vec());
+        }
+        previous = token;
+    }
+    Ok(runs)
+}
+
 fn walk_xobjects<'a>(
     doc: &'a pdf_extract::Document,
     content: &[u8],
@@ -1307,11 +1355,12 @@ fn walk_xobjects<'a>(
     meter: &mut Meter<'_>,
 ) -> Result<()> {
     meter.limits.check_time()?;
-    // Content pdf-extract cannot decode makes it give up on the page: nothing more runs.
-    let Ok(ops) = pdf_extract::content::Content::decode(content) else { return Ok(()) };
+    let runs = pdf_runs(content)?;
+    if runs.is_empty() {
+        return Ok(());
+    }
     let Some(xobjects) = pdf_dict(doc, resources.and_then(|r| r.get(b"XObject").ok())) else { return Ok(()) };
-    for op in ops.operations.iter().filter(|o| o.operator == "Do") {
-        let Some(name) = op.operands.first().and_then(|o| o.as_name().ok()) else { continue };
+    for name in &runs {
         let Some(id) = xobjects.get(name).ok().and_then(|o| o.as_reference().ok()) else { continue };
         let Ok(stream) = doc.get_object(id).and_then(|o| o.as_stream()) else { continue };
         if path.contains(&id) || path.len() >= MAX_XOBJECT_NESTING {
@@ -2323,6 +2372,23 @@ mod tests {
 
     fn stream(dict: &str, content: &str) -> String {
         format!("<< {dict} /Length {} >>\nstream\n{content}\nendstream", content.len())
+    }
+
+    #[test]
+    fn pdf_content_with_too_many_operations_is_refused_before_lopdf_decodes_it() {
+        let tokens: Vec<&[u8]> = pdf_content_tokens(b"q 1 0 0 1 0 0 cm/F1 12 Tf[(a)-3(b)]TJ /X Do").collect();
+        assert_eq!(tokens.len(), 23, "{:?}", tokens.iter().map(|t| String::from_utf8_lossy(t)).collect::<Vec<_>>());
+        assert_eq!(pdf_runs(b"/Im1 Do q /Fm2 Do Q (Do) Tj").unwrap(), vec![b"Im1".to_vec(), b"Fm2".to_vec()]);
+        let page = "q Q\n".repeat(MAX_PDF_CONTENT_TOKENS / 2 + 1);
+        assert_eq!(pdf_runs(page.as_bytes()).unwrap_err().code(), "document_too_complex");
+        // As an upload: a few KiB of compressed content; lopdf would have taken about 300 MB.
+        let bytes = pdf_of(&[
+            "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+            "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
+            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>".to_owned(),
+            stream("", &page),
+        ]);
+        assert_eq!(limit_code(parse_on_big_stack(SourceKind::Pdf, bytes, ParseLimits::default())), "document_too_complex");
     }
 
     /// Found while bounding PDFs: pdf-extract runs a form each time `Do` names it and recursed
