@@ -321,6 +321,19 @@ mod tests {
     }
 
     #[test]
+    fn archives_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = folder(root.path(), "ragd-x");
+        let out = root.path().join("s.tar");
+        // Even over a world-readable leftover of the same name.
+        fs::write(root.path().join("s.tar.partial"), b"old").unwrap();
+        fs::set_permissions(root.path().join("s.tar.partial"), fs::Permissions::from_mode(0o644)).unwrap();
+        pack(&dir, &out).unwrap();
+        assert_eq!(fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
     fn links_and_foreign_names_in_an_archive_are_refused() {
         let root = tempfile::tempdir().unwrap();
         let dir = folder(root.path(), "ragd-x");
