@@ -86,7 +86,16 @@ pub(crate) async fn serve_http(listener: TcpListener, app: Router, limits: ConnL
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let _slot = permit;
-            let builder = builder(limits);
+            // hyper's header timer only runs once bytes arrive: a socket that sends nothing would
+            // hold its slot for ever (measured). Wait for the first byte within the same timeout.
+            // (`readable()` may report a fresh socket ready with nothing to read: peek a byte.)
+            let mut first = [0u8; 1];
+            if !matches!(tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first)).await, Ok(Ok(1..))) {
+                return;
+            }
+            // HTTP/1 only, as before (axum was built without HTTP/2), so no protocol detection
+            // reads ahead of hyper's header timer.
+            let builder = builder(limits).http1_only();
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
