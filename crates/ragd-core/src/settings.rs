@@ -197,7 +197,8 @@ pub struct LimitsSettings {
     /// limit); at the cap, new ones wait in the kernel's backlog (plain HTTP) or are closed (HTTPS)
     /// until one ends.
     pub max_connections: usize,
-    /// A client that has not sent a request's headers within this long is disconnected.
+    /// A new connection that has not sent its first request's headers within this long is closed
+    /// (a later request gets as long from its first byte).
     pub header_read_timeout_ms: u64,
     /// Bodies of every route but uploads are read whole, within this long, before the handler
     /// runs and before a search or question takes one of `max_concurrent_queries`; slower: 408
