@@ -117,6 +117,12 @@ pub fn public_name<'a>(tenant: &str, stored: &'a str) -> &'a str {
     stored.strip_prefix(tenant).and_then(|s| s.strip_prefix('.')).unwrap_or(stored)
 }
 
+/// The name a message shows for a collection, stored or public: the public name (what follows
+/// the tenant), so an error never tells a client how collections are stored.
+pub fn shown_name(stored: &str) -> &str {
+    stored.rsplit('.').next().unwrap_or(stored)
+}
+
 pub fn validate_tenant(tenant: &str) -> Result<()> {
     let ok = !tenant.is_empty()
         && tenant.len() <= 64
@@ -188,10 +194,9 @@ pub fn generate_key(kind: KeyKind, tenant: &str, role: Role, collections: Option
         }
     }
     let id = hex::encode(&uuid::Uuid::new_v4().as_bytes()[..6]);
-    // Two v4 UUIDs: 244 random bits from the OS generator.
+    // 256 random bits from the operating system's generator.
     let mut random = [0u8; 32];
-    random[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-    random[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    getrandom::fill(&mut random).map_err(|e| Error::internal(format!("no randomness from the operating system: {e}")))?;
     let secret = format!("ragd_{}_{id}_{}", kind.tag(), hex::encode(random));
     let record = KeyRecord { id, kind, name, tenant: tenant.to_owned(), role, collections, digest: digest(&secret), created_at: now, revoked_at: None };
     Ok(NewKey { record, secret })
@@ -302,6 +307,8 @@ mod tests {
         assert_eq!(storage_name("acme", "docs"), "acme.docs");
         assert_eq!(public_name("acme", "acme.docs"), "docs");
         assert_eq!(public_name(DEFAULT_TENANT, "docs"), "docs");
+        assert_eq!(shown_name("acme.docs"), "docs");
+        assert_eq!(shown_name("docs"), "docs");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::embed::{EmbedKind, Embedder, TokenCounter};
 use crate::error::{Error, Result};
 use crate::ids::content_hash;
 use crate::metrics::{Metrics, Stage};
-use crate::parse::{SourceKind, parse};
+use crate::parse::{ParseLimits, SourceKind, parse_limited};
 use crate::settings::Settings;
 use crate::snapshot::{Manifest, SnapshotCollection, SnapshotStatus};
 use crate::store::{StoreQuery, VectorStore};
@@ -179,6 +179,9 @@ pub struct Engine {
     /// Collections whose store should be optimised, with when (`ingest.optimize_after_ms` after their
     /// last write; a write pushes it back).
     optimize_due: std::sync::Mutex<HashMap<String, Instant>>,
+    /// Uploads parsed at once (one thread each, `PARSE_STACK_BYTES` of stack); a parse that
+    /// overran its deadline keeps its permit until its thread ends, so runaway parses cannot pile up.
+    parse_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The right to write to one collection (see `Engine::lock_writes`); fields drop in order, the
@@ -234,6 +237,9 @@ impl Engine {
             writes_gate: Default::default(),
             snapshots: Default::default(),
             optimize_due: Default::default(),
+            parse_slots: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()).max(2),
+            )),
         })
     }
 
@@ -644,19 +650,46 @@ impl Engine {
         if docs.is_empty() {
             return Err(Error::invalid("empty_request", "no documents were given"));
         }
+        let ingest = &self.settings.ingest;
+        check_document_count(docs.len(), ingest.max_documents_per_request)?;
+        let timeout = Duration::from_millis(ingest.parse_timeout_ms);
+        let deadline = Instant::now() + timeout;
+        // One parse thread per upload, at most `parse_slots` at once; waiting for a slot counts
+        // against the upload's parse time.
+        let slot = match tokio::time::timeout(timeout, self.parse_slots.clone().acquire_owned()).await {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_)) => return Err(Error::internal("the parse slots are closed")),
+            Err(_) => {
+                return Err(Error::Unavailable {
+                    dependency: "parser",
+                    message: "every parse slot stayed busy for ingest.parse_timeout_ms".into(),
+                    retry_after: Some(Duration::from_secs(5)),
+                });
+            }
+        };
         let metrics = self.metrics.clone();
-        let pending = tokio::task::spawn_blocking(move || {
-            docs.into_iter()
-                .map(|d| {
-                    let t = Instant::now();
-                    let r = prepare(d);
-                    metrics.observe_stage(Stage::Parse, t.elapsed().as_secs_f64());
-                    r
-                })
-                .collect::<Result<Vec<_>>>()
-        })
-            .await
-            .map_err(Error::internal)??;
+        let ingest = ingest.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("ragd-parse".into())
+            .stack_size(crate::parse::PARSE_STACK_BYTES)
+            .spawn(move || {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare_all(docs, &ingest, deadline, &metrics)))
+                    .unwrap_or_else(|_| Err(Error::Unparseable("a document could not be parsed (the parser failed on it)".into())));
+                let _ = tx.send(result);
+                drop(slot);
+            })
+            .map_err(Error::internal)?;
+        // The thread checks the deadline itself between steps; this bounds the wait when one step
+        // (a single library call) overruns it.
+        let pending = match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline) + Duration::from_secs(1), rx).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(_)) => return Err(Error::internal("the parse thread ended without an answer")),
+            Err(_) => {
+                tracing::warn!("an upload's parsing overran ingest.parse_timeout_ms; its thread is left to finish");
+                return Err(crate::parse::parse_timeout());
+            }
+        };
         let mut seen = std::collections::HashSet::new();
         for d in &pending {
             if !seen.insert(d.id.as_str()) {
@@ -907,7 +940,7 @@ impl Engine {
                 "embedder_mismatch",
                 format!(
                     "collection `{}` was embedded with `{}` ({} dims) but this server embeds with `{}` ({} dims)",
-                    record.name,
+                    crate::auth::shown_name(&record.name),
                     record.embedder,
                     record.dimensions,
                     self.embedder.model_id(),
@@ -949,22 +982,67 @@ fn validate_doc_id(id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Parses one document and computes its identity. Runs on a blocking thread (PDF parsing is CPU work).
-fn prepare(doc: NewDocument) -> Result<PendingDocument> {
+/// 422 `too_many_documents` past `ingest.max_documents_per_request`.
+pub fn check_document_count(n: usize, max: usize) -> Result<()> {
+    if n > max {
+        return Err(Error::limit(
+            "too_many_documents",
+            format!("one upload may hold at most {max} documents (ingest.max_documents_per_request); send them in several"),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses an upload's documents in order on the calling (parse) thread, within the per-document
+/// limits and the upload's totals of inflated bytes and text.
+fn prepare_all(docs: Vec<NewDocument>, ingest: &crate::settings::IngestSettings, deadline: Instant, metrics: &Metrics) -> Result<Vec<PendingDocument>> {
+    let (mut inflated, mut text) = (0u64, 0u64);
+    let mut pending = Vec::with_capacity(docs.len());
+    for doc in docs {
+        if Instant::now() >= deadline {
+            return Err(crate::parse::parse_timeout());
+        }
+        let mut limits = ParseLimits::for_document(ingest, Some(deadline));
+        // What is left of the upload's totals, when that is less than a document may use.
+        let inflated_left = ingest.max_request_inflated_bytes.saturating_sub(inflated);
+        if inflated_left < limits.inflated_bytes {
+            limits.inflated_bytes = inflated_left;
+            limits.inflated_code = "request_too_large";
+            limits.inflated_setting = "ingest.max_request_inflated_bytes";
+        }
+        let text_left = ingest.max_request_text_bytes.saturating_sub(text);
+        if text_left < limits.text_bytes {
+            limits.text_bytes = text_left;
+            limits.text_code = "request_too_large";
+            limits.text_setting = "ingest.max_request_text_bytes";
+        }
+        let t = Instant::now();
+        let r = prepare(doc, &limits);
+        metrics.observe_stage(Stage::Parse, t.elapsed().as_secs_f64());
+        let (doc, used) = r?;
+        inflated += used;
+        text += doc.parsed.text.len() as u64;
+        pending.push(doc);
+    }
+    Ok(pending)
+}
+
+/// Parses one document and computes its identity. Runs on a parse thread (see `Engine::submit`).
+fn prepare(doc: NewDocument, limits: &ParseLimits) -> Result<(PendingDocument, u64)> {
     let meta_json = serde_json::to_vec(&doc.metadata).map_err(Error::internal)?;
     let title_bytes = doc.title.clone().unwrap_or_default();
-    let (parsed, hash, default_id, source) = match doc.body {
+    let (parsed, hash, default_id, source, inflated) = match doc.body {
         DocumentBody::Text(text) => {
             let hash = content_hash(&[b"text", text.as_bytes(), title_bytes.as_bytes(), &meta_json]);
-            let parsed = parse(SourceKind::Text, text.as_bytes())?;
-            (parsed, hash, None, None)
+            let (parsed, _) = parse_limited(SourceKind::Text, text.as_bytes(), limits)?;
+            (parsed, hash, None, None, 0)
         }
         DocumentBody::File { filename, content_type, bytes } => {
             let kind = SourceKind::detect(filename.as_deref(), content_type.as_deref(), &bytes)?;
             let hash = content_hash(&[b"file", &bytes, title_bytes.as_bytes(), &meta_json]);
-            let parsed = parse(kind, &bytes)?;
+            let (parsed, inflated) = parse_limited(kind, &bytes, limits)?;
             let kind_name = serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_owned));
-            (parsed, hash, filename, kind_name)
+            (parsed, hash, filename, kind_name, inflated)
         }
     };
     if parsed.text.trim().is_empty() {
@@ -973,7 +1051,7 @@ fn prepare(doc: NewDocument) -> Result<PendingDocument> {
     let id = doc.id.or(default_id).unwrap_or_else(|| hash[..16].to_owned());
     validate_doc_id(&id)?;
     let title = doc.title.or_else(|| parsed.title.clone());
-    Ok(PendingDocument { id, title, metadata: doc.metadata, content_hash: hash, source, parsed })
+    Ok((PendingDocument { id, title, metadata: doc.metadata, content_hash: hash, source, parsed }, inflated))
 }
 
 /// Runs the vector store's optimizers on each collection whose writes have settled

@@ -31,6 +31,11 @@ pub enum Error {
     /// The body is larger than `ingest.max_upload_bytes`.
     #[error("{0}")]
     TooLarge(String),
+    /// The content is within the upload size but exceeds a limit on the work it would cause
+    /// (`document_too_complex`, `document_too_large`, `too_many_documents`, `too_many_chunks`,
+    /// `request_too_large`, `parse_timeout`): refused before that work is done, never retried.
+    #[error("{message}")]
+    Limit { code: &'static str, message: String },
     /// A dependency (embedder, vector store) cannot serve right now; retry after the given delay.
     #[error("{dependency} is unavailable: {message}")]
     Unavailable {
@@ -55,6 +60,9 @@ impl Error {
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Error::Conflict { code, message: message.into() }
     }
+    pub fn limit(code: &'static str, message: impl Into<String>) -> Self {
+        Error::Limit { code, message: message.into() }
+    }
     pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
         Error::Unauthorized { code, message: message.into() }
     }
@@ -72,7 +80,8 @@ impl Error {
             | Error::NotFound { code, .. }
             | Error::Conflict { code, .. }
             | Error::Unauthorized { code, .. }
-            | Error::Forbidden { code, .. } => code,
+            | Error::Forbidden { code, .. }
+            | Error::Limit { code, .. } => code,
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::Unparseable(_) => "unparseable_document",
             Error::TooLarge(_) => "payload_too_large",
@@ -82,9 +91,11 @@ impl Error {
     }
 
     pub fn collection_not_found(name: &str) -> Self {
+        let name = crate::auth::shown_name(name);
         Error::not_found("collection_not_found", format!("collection `{name}` does not exist"))
     }
     pub fn document_not_found(collection: &str, id: &str) -> Self {
+        let collection = crate::auth::shown_name(collection);
         Error::not_found("document_not_found", format!("document `{id}` does not exist in collection `{collection}`"))
     }
     pub fn job_not_found(id: &str) -> Self {

@@ -302,11 +302,20 @@ async fn ingest(engine: &Engine, job: &mut JobRecord) -> Result<()> {
         .job_payload(&job.id)
         .await?
         .ok_or_else(|| Error::internal(format!("job {} has no stored documents", job.id)))?;
-    // Documents a previous attempt already made durable are skipped.
-    let todo: Vec<PendingDocument> = payload
-        .into_iter()
-        .filter(|d| job.documents.iter().any(|j| j.id == d.id && j.status == DocOutcome::Pending))
-        .collect();
+    // Documents a previous attempt already made durable are skipped (a set: linear in the job).
+    let pending: std::collections::HashSet<&str> =
+        job.documents.iter().filter(|j| j.status == DocOutcome::Pending).map(|j| j.id.as_str()).collect();
+    let todo: Vec<PendingDocument> = payload.into_iter().filter(|d| pending.contains(d.id.as_str())).collect();
+    drop(pending);
+    // A job stored before the limits existed (or under larger ones) is held to today's: refused at
+    // once with the limit's code, never worked on (and so never retried after a crash it caused).
+    let max_text = engine.settings.ingest.max_document_text_bytes;
+    if let Some(d) = todo.iter().find(|d| d.parsed.text.len() as u64 > max_text) {
+        return Err(Error::limit(
+            "document_too_large",
+            format!("document `{}` has more than {max_text} bytes of text (ingest.max_document_text_bytes)", d.id),
+        ));
+    }
     let batch_size = engine.settings.ingest.batch_documents;
     let mut todo = todo.into_iter().peekable();
     while todo.peek().is_some() {
@@ -345,6 +354,19 @@ async fn ingest_batch(engine: &Engine, record: &CollectionRecord, job: &mut JobR
     .await
     .map_err(Error::internal)?;
     engine.metrics.observe_stage(Stage::Chunk, t.elapsed().as_secs_f64());
+    // Before anything of the batch is embedded: a document cut into more chunks than allowed fails
+    // the job at once with that code (a finished job is never resumed).
+    let max_chunks = engine.settings.ingest.max_chunks_per_document;
+    if let Some((doc, chunks)) = chunked.iter().find(|(_, c)| c.len() as u64 > u64::from(max_chunks)) {
+        return Err(Error::limit(
+            "too_many_chunks",
+            format!(
+                "document `{}` makes {} chunks, more than {max_chunks} (ingest.max_chunks_per_document)",
+                doc.id,
+                chunks.len()
+            ),
+        ));
+    }
 
     // Embed every chunk of the batch in one call: the embedder batches across it.
     let texts: Vec<String> = chunked

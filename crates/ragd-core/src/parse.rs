@@ -3,6 +3,7 @@
 
 use std::io::{Cursor, Read};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
 
 use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
@@ -20,9 +21,121 @@ const DOCX_MIME: &str = "application/vnd.openxmlformats-officedocument.wordproce
 /// and a real document.xml is rarely above a few MiB.
 const MAX_DOCX_PART_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Stack of the threads that parse uploads. html2text recurses a few times per element level;
+/// with `ingest.max_nesting_depth` at most `settings::MAX_NESTING_DEPTH_LIMIT` this leaves a wide
+/// margin (a test converts HTML at that depth on a stack this size). Only the pages a parse touches
+/// are committed.
+pub const PARSE_STACK_BYTES: usize = 256 * 1024 * 1024;
+
 /// Width handed to html2text: it hard-wraps at this width, and wrapping would put line breaks inside
 /// paragraphs and headings that the chunker would then mistake for structure.
 const HTML_WRAP_WIDTH: usize = 100_000;
+
+/// Bounds on the work parsing one document may do (`ingest.*` in the settings). Each is checked
+/// before the work it bounds: bytes are counted before a parser inflates them, nesting is measured
+/// before any recursive code sees the tree.
+#[derive(Debug, Clone)]
+pub struct ParseLimits {
+    /// Bytes this document may inflate to (PDF streams, .docx parts).
+    pub inflated_bytes: u64,
+    /// The code and setting reported when `inflated_bytes` is passed: the document's own limit, or
+    /// what is left of its upload's (`request_too_large`).
+    pub inflated_code: &'static str,
+    pub inflated_setting: &'static str,
+    /// UTF-8 bytes of extracted text.
+    pub text_bytes: u64,
+    pub text_code: &'static str,
+    pub text_setting: &'static str,
+    /// Element nesting of HTML and XML.
+    pub max_depth: usize,
+    /// Past it, parsing stops with `parse_timeout` at its next check.
+    pub deadline: Option<Instant>,
+}
+
+impl Default for ParseLimits {
+    fn default() -> Self {
+        ParseLimits::for_document(&crate::settings::IngestSettings::default(), None)
+    }
+}
+
+impl ParseLimits {
+    /// The per-document limits of `ingest`.
+    pub fn for_document(ingest: &crate::settings::IngestSettings, deadline: Option<Instant>) -> Self {
+        ParseLimits {
+            inflated_bytes: ingest.max_document_inflated_bytes,
+            inflated_code: "document_too_large",
+            inflated_setting: "ingest.max_document_inflated_bytes",
+            text_bytes: ingest.max_document_text_bytes,
+            text_code: "document_too_large",
+            text_setting: "ingest.max_document_text_bytes",
+            max_depth: ingest.max_nesting_depth,
+            deadline,
+        }
+    }
+
+    fn check_time(&self) -> Result<()> {
+        match self.deadline {
+            Some(d) if Instant::now() >= d => Err(parse_timeout()),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_text(&self, len: usize) -> Result<()> {
+        if len as u64 > self.text_bytes {
+            return Err(Error::limit(
+                self.text_code,
+                format!("the document's text is larger than {} bytes ({})", self.text_bytes, self.text_setting),
+            ));
+        }
+        Ok(())
+    }
+
+    fn too_deep(&self, what: &str) -> Error {
+        Error::limit(
+            "document_too_complex",
+            format!("the {what} nests elements deeper than {} levels (ingest.max_nesting_depth)", self.max_depth),
+        )
+    }
+}
+
+pub(crate) fn parse_timeout() -> Error {
+    Error::limit("parse_timeout", "parsing the upload took longer than its limit (ingest.parse_timeout_ms)")
+}
+
+/// Counts the bytes a document inflates to against its limit.
+struct Meter<'a> {
+    limits: &'a ParseLimits,
+    inflated: u64,
+}
+
+impl<'a> Meter<'a> {
+    fn new(limits: &'a ParseLimits) -> Self {
+        Meter { limits, inflated: 0 }
+    }
+
+    /// Bytes that may still be inflated.
+    fn left(&self) -> u64 {
+        self.limits.inflated_bytes.saturating_sub(self.inflated)
+    }
+
+    fn add(&mut self, n: u64) -> Result<()> {
+        self.inflated = self.inflated.saturating_add(n);
+        if self.inflated > self.limits.inflated_bytes {
+            return Err(self.exceeded());
+        }
+        Ok(())
+    }
+
+    fn exceeded(&self) -> Error {
+        Error::limit(
+            self.limits.inflated_code,
+            format!(
+                "the document inflates to more than {} bytes ({}); refusing it (possible decompression bomb)",
+                self.limits.inflated_bytes, self.limits.inflated_setting
+            ),
+        )
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -108,27 +221,35 @@ pub struct ParsedDocument {
     pub pages: Vec<PageSpan>,
 }
 
+/// Parses with the default limits (`ParseLimits::default()`).
 pub fn parse(kind: SourceKind, bytes: &[u8]) -> Result<ParsedDocument> {
-    match kind {
-        SourceKind::Text => Ok(ParsedDocument {
-            title: None,
-            text: decode_text(bytes)?,
-            markdown: false,
-            pages: vec![],
-        }),
+    parse_limited(kind, bytes, &ParseLimits::default()).map(|(doc, _)| doc)
+}
+
+/// Parses within `limits`; returns the document and the bytes it inflated to (for an upload's
+/// total). Recursion in the parsers is bounded by `limits.max_depth`: run this on a thread whose
+/// stack is sized for `settings::MAX_NESTING_DEPTH_LIMIT` (the engine's parse threads are).
+pub fn parse_limited(kind: SourceKind, bytes: &[u8], limits: &ParseLimits) -> Result<(ParsedDocument, u64)> {
+    let mut meter = Meter::new(limits);
+    let doc = match kind {
+        SourceKind::Text => {
+            let text = decode_text(bytes)?;
+            limits.check_text(text.len())?;
+            ParsedDocument { title: None, text, markdown: false, pages: vec![] }
+        }
         SourceKind::Markdown => {
             let text = decode_text(bytes)?;
-            Ok(ParsedDocument {
-                title: first_h1(&text),
-                text,
-                markdown: true,
-                pages: vec![],
-            })
+            limits.check_text(text.len())?;
+            // Nesting deeper than the chunker handles quickly is flattened, as for HTML.
+            let text = flatten_prefixes(&text, MAX_MARKDOWN_LINE_PREFIX_CHARS);
+            ParsedDocument { title: first_h1(&text), text, markdown: true, pages: vec![] }
         }
-        SourceKind::Html => parse_html(bytes),
-        SourceKind::Pdf => parse_pdf(bytes),
-        SourceKind::Docx => parse_docx(bytes),
-    }
+        SourceKind::Html => parse_html(bytes, limits)?,
+        SourceKind::Pdf => parse_pdf(bytes, &mut meter)?,
+        SourceKind::Docx => parse_docx(bytes, &mut meter)?,
+    };
+    limits.check_text(doc.text.len())?;
+    Ok((doc, meter.inflated))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -297,12 +418,38 @@ const HTML_NOISE: &[&str] = &[
     "button", "select", "object", "embed", "dialog",
 ];
 
-fn parse_html(bytes: &[u8]) -> Result<ParsedDocument> {
+fn parse_html(bytes: &[u8], limits: &ParseLimits) -> Result<ParsedDocument> {
     let source = decode_text(bytes)?;
+    // html5ever's tree builder slows down with depth (scope checks walk the stack of open
+    // elements) and html2text's renderer recurses once per level: measure the nesting from the
+    // tags first, then on the tree (which can be a little deeper: implied tbody, tr), and refuse
+    // deeper documents before either runs.
+    let scan = html_scan(&source, limits.max_depth);
+    if scan.depth > limits.max_depth {
+        return Err(limits.too_deep("HTML"));
+    }
+    // What the renderer would produce before trimming, allowed up to four times the text limit
+    // (trailing spaces and blank lines go before the text is measured).
+    let render_allowance = limits.text_bytes.saturating_mul(4);
+    if scan.rendered_bytes > render_allowance {
+        return Err(Error::limit(
+            limits.text_code,
+            format!(
+                "the HTML would render to about {} bytes (quote and list prefixes on every line, table rows padded to the table's width), \
+                 more than four times the text limit ({})",
+                scan.rendered_bytes, limits.text_setting
+            ),
+        ));
+    }
+    limits.check_time()?;
     let config = html2text::config::with_decorator(MarkdownDecorator).no_table_borders();
     let html_err =
         |e: html2text::Error| Error::Unparseable(format!("the HTML could not be converted: {e}"));
     let dom = config.parse_html(source.as_bytes()).map_err(html_err)?;
+    limits.check_time()?;
+    if dom_depth(&dom.document, limits.max_depth) > limits.max_depth {
+        return Err(limits.too_deep("HTML"));
+    }
 
     let title = find_element(&dom.document, "title").and_then(|t| {
         // html2text skips <head>, so render the title's own children as a tiny document of their own:
@@ -322,7 +469,10 @@ fn parse_html(bytes: &[u8]) -> Result<ParsedDocument> {
     let rendered = config
         .render_to_string(tree, HTML_WRAP_WIDTH)
         .map_err(html_err)?;
-    let text = tidy_lines(&rendered);
+    limits.check_time()?;
+    let text = flatten_prefixes(&tidy_lines(&rendered), MAX_HTML_LINE_PREFIX_CHARS);
+    drop(rendered);
+    limits.check_text(text.len())?;
     let title = title.or_else(|| first_h1(&text));
     Ok(ParsedDocument {
         title,
@@ -330,6 +480,311 @@ fn parse_html(bytes: &[u8]) -> Result<ParsedDocument> {
         markdown: true,
         pages: vec![],
     })
+}
+
+/// Elements that never have children.
+const HTML_VOID: &[&str] = &[
+    "area", "base", "basefont", "bgsound", "br", "col", "embed", "frame", "hr", "image", "img",
+    "input", "keygen", "link", "menuitem", "meta", "param", "source", "track", "wbr",
+];
+/// Elements whose content is text up to their end tag, never tags.
+const HTML_RAW: &[&str] = &[
+    "script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes", "noscript",
+    "plaintext",
+];
+/// HTML's "special" elements: an end tag looking for an open element stops at one of them, and so
+/// does a `<li>` (or `<dd>`, `<dt>`) looking for the item it ends (except at `address`, `div`, `p`).
+const HTML_SPECIAL: &[&str] = &[
+    "address", "applet", "area", "article", "aside", "base", "basefont", "bgsound", "blockquote",
+    "body", "br", "button", "caption", "center", "col", "colgroup", "dd", "details", "dir", "div",
+    "dl", "dt", "embed", "fieldset", "figcaption", "figure", "footer", "form", "frame", "frameset",
+    "h1", "h2", "h3", "h4", "h5", "h6", "head", "header", "hgroup", "hr", "html", "iframe", "img",
+    "input", "keygen", "li", "link", "listing", "main", "marquee", "menu", "meta", "nav", "noembed",
+    "noframes", "noscript", "object", "ol", "p", "param", "plaintext", "pre", "script", "search",
+    "section", "select", "source", "style", "summary", "table", "tbody", "td", "template",
+    "textarea", "tfoot", "th", "thead", "title", "tr", "track", "ul", "wbr", "xmp",
+];
+/// Start tags that close an open `<p>` first.
+const HTML_CLOSES_P: &[&str] = &[
+    "address", "article", "aside", "blockquote", "center", "details", "dialog", "dir", "div", "dl",
+    "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6",
+    "header", "hgroup", "hr", "listing", "main", "menu", "nav", "ol", "p", "pre", "search",
+    "section", "summary", "ul", "xmp", "li", "dd", "dt", "plaintext",
+];
+/// Where the search for an open `<p>` stops ("button scope").
+const HTML_P_SCOPE: &[&str] = &[
+    "applet", "button", "caption", "html", "marquee", "object", "table", "td", "th", "template",
+];
+
+/// What the tags of an HTML document say, read without building a tree.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct HtmlScan {
+    /// Element nesting (see `html_scan`); stops growing once past the limit.
+    depth: usize,
+    /// About how many bytes html2text will render before blank lines and trailing spaces are
+    /// trimmed: every line carries its quote and list prefixes, and every line of a table row is
+    /// padded to the table's width (the widest cell of each column). Rendering is one library call
+    /// that cannot be stopped, so this is checked before it: 1 MB of `<br>` inside 240 quotes
+    /// rendered to 96 MB, a 620 KB table with one wide cell to 800 MB.
+    rendered_bytes: u64,
+}
+
+/// A table being read by `html_scan`: its columns' widths and its rows' heights.
+#[derive(Default)]
+struct TableScan {
+    col_width: Vec<u64>,
+    col: usize,
+    cell_text: u64,
+    cell_lines: u64,
+    row_lines: u64,
+    lines: u64,
+}
+
+impl TableScan {
+    fn end_cell(&mut self) {
+        if self.col_width.len() <= self.col {
+            self.col_width.resize(self.col + 1, 0);
+        }
+        self.col_width[self.col] = self.col_width[self.col].max(self.cell_text);
+        self.row_lines = self.row_lines.max(self.cell_lines);
+        self.col += 1;
+        (self.cell_text, self.cell_lines) = (0, 0);
+    }
+    fn end_row(&mut self) {
+        if self.cell_text > 0 || self.cell_lines > 0 {
+            self.end_cell();
+        }
+        self.lines += self.row_lines.max(1);
+        (self.col, self.row_lines) = (0, 0);
+    }
+    fn width(&self) -> u64 {
+        self.col_width.iter().sum::<u64>().min(HTML_WRAP_WIDTH as u64)
+    }
+}
+
+/// Extra width the lines inside an element get (html2text's `> ` and list indents).
+fn html_prefix(name: &str) -> u64 {
+    match name {
+        "blockquote" => 2,
+        "ul" | "ol" | "dl" | "menu" => 2,
+        "li" | "dd" | "dt" => 8,
+        _ => 0,
+    }
+}
+
+/// Element nesting and rendered size as the tags say them (so they bound the time html5ever may
+/// take, which grows with depth, and the memory html2text's renderer may use). A start tag opens
+/// an element (except void ones, and `/>` in SVG and MathML), an end tag closes up to its open
+/// element unless a special element is in the way, and the implied ends html5ever applies (`<li>`,
+/// `<dd>`/`<dt>`, `<td>`/`<th>`, `<tr>`, `<option>`, and blocks closing an open `<p>`) are applied.
+/// Where it differs from html5ever's tree it counts more, except for a bounded few reconstructed
+/// formatting elements; the tree is measured again after parsing anyway. Linear in the input, no
+/// recursion; stops once the depth passes `max_depth`.
+fn html_scan(html: &str, max_depth: usize) -> HtmlScan {
+    let b = html.as_bytes();
+    // Open elements with the prefix width their content gets.
+    let mut stack: Vec<(String, u64)> = Vec::new();
+    let mut tables: Vec<TableScan> = Vec::new();
+    let mut scan = HtmlScan::default();
+    let mut i = 0;
+    let is = |list: &[&str], name: &str| list.contains(&name);
+    // A line of `len` bytes of text (or an element that may start a line) at the current prefix.
+    fn line(scan: &mut HtmlScan, tables: &mut [TableScan], prefix: u64, text: u64, lines: u64) {
+        scan.rendered_bytes = scan.rendered_bytes.saturating_add(text.saturating_add(lines.saturating_mul(prefix + 1)));
+        if let Some(t) = tables.last_mut() {
+            t.cell_text = t.cell_text.saturating_add(text);
+            t.cell_lines = t.cell_lines.saturating_add(lines);
+        }
+    }
+    // Closes the open elements from `at` up, finishing the cells, rows and tables among them.
+    fn close_from(stack: &mut Vec<(String, u64)>, at: usize, tables: &mut Vec<TableScan>, scan: &mut HtmlScan) {
+        while stack.len() > at {
+            let (name, _) = stack.pop().expect("non-empty");
+            match name.as_str() {
+                "td" | "th" => {
+                    if let Some(t) = tables.last_mut() {
+                        t.end_cell();
+                    }
+                }
+                "tr" => {
+                    if let Some(t) = tables.last_mut() {
+                        t.end_row();
+                    }
+                }
+                "table" => {
+                    let Some(mut t) = tables.pop() else { continue };
+                    t.end_row();
+                    let (width, lines) = (t.width(), t.lines);
+                    // Every line of every row is as wide as the table.
+                    scan.rendered_bytes = scan.rendered_bytes.saturating_add(lines.saturating_mul(width + 1));
+                    if let Some(outer) = tables.last_mut() {
+                        outer.cell_text = outer.cell_text.max(width);
+                        outer.cell_lines = outer.cell_lines.saturating_add(lines);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    loop {
+        let next = b[i..].iter().position(|&c| c == b'<').map_or(b.len(), |off| i + off);
+        // The text before the tag.
+        let text = &b[i..next];
+        if text.iter().any(|c| !c.is_ascii_whitespace()) {
+            let prefix = stack.last().map_or(0, |e| e.1);
+            let breaks = text.iter().filter(|c| **c == b'\n').count() as u64;
+            line(&mut scan, &mut tables, prefix, text.len() as u64, breaks + 1);
+        }
+        if next >= b.len() {
+            break;
+        }
+        i = next + 1;
+        let rest = &b[i..];
+        if rest.starts_with(b"!--") {
+            i = find(b, i + 3, b"-->").map_or(b.len(), |e| e + 3);
+            continue;
+        }
+        if rest.first().is_some_and(|c| *c == b'!' || *c == b'?') {
+            i = find(b, i, b">").map_or(b.len(), |e| e + 1);
+            continue;
+        }
+        let closing = rest.first() == Some(&b'/');
+        let start = i + usize::from(closing);
+        let name_len = b[start..].iter().take_while(|c| c.is_ascii_alphanumeric() || **c == b'-' || **c == b':').count();
+        if name_len == 0 || !b[start].is_ascii_alphabetic() {
+            continue; // text such as `a < b`
+        }
+        let name = html[start..start + name_len].to_ascii_lowercase();
+        // The end of the tag, skipping quoted attribute values (which may contain `>`).
+        let mut j = start + name_len;
+        let mut quote = None;
+        while j < b.len() {
+            match (quote, b[j]) {
+                (None, b'"' | b'\'') => quote = Some(b[j]),
+                (Some(q), c) if c == q => quote = None,
+                (None, b'>') => break,
+                _ => {}
+            }
+            j += 1;
+        }
+        let self_closing = b[j - 1] == b'/';
+        i = (j + 1).min(b.len());
+        if closing {
+            for at in (0..stack.len()).rev() {
+                if stack[at].0 == name {
+                    close_from(&mut stack, at, &mut tables, &mut scan);
+                    break;
+                }
+                if is(HTML_SPECIAL, &stack[at].0) {
+                    break;
+                }
+            }
+            continue;
+        }
+        let prefix = stack.last().map_or(0, |e| e.1);
+        if is(HTML_RAW, &name) {
+            // Skip to `</name`, whatever the case (its text is rendered, if at all, as one block).
+            let end = format!("</{name}");
+            let to = find_ascii_ci(b, i, end.as_bytes()).unwrap_or(b.len());
+            let lines = b[i..to].iter().filter(|c| **c == b'\n').count() as u64 + 1;
+            line(&mut scan, &mut tables, prefix, (to - i) as u64, lines);
+            i = to;
+            continue;
+        }
+        if is(HTML_CLOSES_P, &name) {
+            for at in (0..stack.len()).rev() {
+                if stack[at].0 == "p" {
+                    close_from(&mut stack, at, &mut tables, &mut scan);
+                    break;
+                }
+                if is(HTML_P_SCOPE, &stack[at].0) {
+                    break;
+                }
+            }
+        }
+        match name.as_str() {
+            "li" | "dd" | "dt" => {
+                let ends: &[&str] = if name == "li" { &["li"] } else { &["dd", "dt"] };
+                for at in (0..stack.len()).rev() {
+                    let open = stack[at].0.as_str();
+                    if ends.contains(&open) {
+                        close_from(&mut stack, at, &mut tables, &mut scan);
+                        break;
+                    }
+                    if is(HTML_SPECIAL, open) && !matches!(open, "address" | "div" | "p") {
+                        break;
+                    }
+                }
+            }
+            // A cell or row ends the open cell or row (and anything left open inside it).
+            "td" | "th" | "tr" | "thead" | "tbody" | "tfoot" => {
+                let ends: &[&str] = match name.as_str() {
+                    "td" | "th" => &["td", "th"],
+                    "tr" => &["tr", "td", "th"],
+                    _ => &["thead", "tbody", "tfoot", "tr", "td", "th"],
+                };
+                if let Some(table) = stack.iter().rposition(|n| n.0 == "table") {
+                    if let Some(at) = (table + 1..stack.len()).find(|&k| ends.contains(&stack[k].0.as_str())) {
+                        close_from(&mut stack, at, &mut tables, &mut scan);
+                    }
+                }
+            }
+            "option" | "optgroup" => {
+                while stack.last().is_some_and(|n| n.0 == "option" || (name == "optgroup" && n.0 == "optgroup")) {
+                    let at = stack.len() - 1;
+                    close_from(&mut stack, at, &mut tables, &mut scan);
+                }
+            }
+            _ => {}
+        }
+        let prefix = stack.last().map_or(prefix, |e| e.1);
+        // Any element may start a line.
+        line(&mut scan, &mut tables, prefix, 0, 1);
+        // `/>` closes an element only in SVG and MathML; `<div/>` opens a div.
+        let foreign = self_closing && stack.iter().any(|n| n.0 == "svg" || n.0 == "math");
+        if foreign || is(HTML_VOID, &name) {
+            continue;
+        }
+        if name == "table" {
+            tables.push(TableScan::default());
+        }
+        let inner = prefix + html_prefix(&name);
+        stack.push((name, inner));
+        scan.depth = scan.depth.max(stack.len());
+        if scan.depth > max_depth {
+            return scan;
+        }
+    }
+    close_from(&mut stack, 0, &mut tables, &mut scan);
+    scan
+}
+
+/// The nesting part of `html_scan`.
+#[cfg(test)]
+fn html_tag_depth(html: &str, max: usize) -> usize {
+    html_scan(html, max).depth
+}
+
+fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    hay.get(from..)?.windows(needle.len()).position(|w| w == needle).map(|p| p + from)
+}
+
+fn find_ascii_ci(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    hay.get(from..)?.windows(needle.len()).position(|w| w.eq_ignore_ascii_case(needle)).map(|p| p + from)
+}
+
+/// The depth of the tree under `root`, counted without recursion; stops once past `max`.
+fn dom_depth(root: &html2text::Handle, max: usize) -> usize {
+    let mut stack = vec![(root.clone(), 0usize)];
+    let mut deepest = 0;
+    while let Some((node, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        if deepest > max {
+            return deepest;
+        }
+        stack.extend(node.children.borrow().iter().map(|c| (c.clone(), depth + 1)));
+    }
+    deepest
 }
 
 fn element_name(node: &html2text::Handle) -> Option<&str> {
@@ -443,6 +898,36 @@ impl html2text::render::TextDecorator for MarkdownDecorator {
     }
 }
 
+/// Longest run of indentation and quote markers (`> `) kept at the start of a line of converted
+/// HTML (8 quote levels, a few list levels); the rest of a deeper prefix is dropped, the innermost
+/// part kept. The chunker's Markdown parsing slows down with nesting: a 1 MB HTML list nested 120
+/// deep rendered to 2 MB whose chunking took 41 s (0.17 MB and 0.7 s flattened to this).
+const MAX_HTML_LINE_PREFIX_CHARS: usize = 16;
+/// The same for Markdown uploads, where indentation may be code: only deeper than 32 levels.
+const MAX_MARKDOWN_LINE_PREFIX_CHARS: usize = 64;
+
+/// Flattens deep structure: each line's leading run of spaces, tabs and `>` is cut to its last
+/// `max` characters.
+fn flatten_prefixes(text: &str, max: usize) -> String {
+    let deep = |l: &str| l.bytes().take_while(|b| matches!(b, b' ' | b'\t' | b'>')).count() > max;
+    if !text.lines().any(deep) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let prefix = line.bytes().take_while(|b| matches!(b, b' ' | b'\t' | b'>')).count();
+        if prefix > max {
+            out.push_str(&line[prefix - max..]);
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 /// Strips trailing spaces (html2text pads table cells), folds runs of blank lines into one and trims
 /// the whole, so extracted text has no layout whitespace to count as tokens.
 fn tidy_lines(text: &str) -> String {
@@ -477,11 +962,16 @@ fn non_empty(s: String) -> Option<String> {
 // ---------------------------------------------------------------------------------------------
 // PDF
 
-fn parse_pdf(bytes: &[u8]) -> Result<ParsedDocument> {
+fn parse_pdf(bytes: &[u8], meter: &mut Meter<'_>) -> Result<ParsedDocument> {
+    // lopdf inflates every stream it touches without a bound (object streams as it loads, content
+    // streams per page): count what each stream inflates to, with bounded decoders, before lopdf
+    // sees the file.
+    pdf_stream_bytes(bytes, meter)?;
+    meter.limits.check_time()?;
     // lopdf and pdf-extract index and unwrap freely on malformed input: a bad upload must fail on its
     // own, never unwind through the server. (The default panic hook still prints the message; a global
     // hook to silence it would hide real bugs elsewhere.)
-    match catch_unwind(AssertUnwindSafe(|| extract_pdf(bytes))) {
+    match catch_unwind(AssertUnwindSafe(|| extract_pdf(bytes, meter))) {
         Ok(result) => result,
         Err(panic) => {
             tracing::warn!(reason = panic_message(&*panic), "PDF parser panicked");
@@ -506,7 +996,208 @@ fn encrypted_pdf() -> Error {
     )
 }
 
-fn extract_pdf(bytes: &[u8]) -> Result<ParsedDocument> {
+/// The filters lopdf applies (it knows these three; a chain with any other stops there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PdfFilter {
+    Flate,
+    Lzw,
+    Ascii85,
+}
+
+fn pdf_filter(name: &[u8]) -> Option<PdfFilter> {
+    match name {
+        b"FlateDecode" => Some(PdfFilter::Flate),
+        b"LZWDecode" => Some(PdfFilter::Lzw),
+        b"ASCII85Decode" => Some(PdfFilter::Ascii85),
+        _ => None,
+    }
+}
+
+/// Adds to `meter` what every stream of the file inflates to, found in the raw bytes (`<< ...
+/// /Filter ... >> stream ... endstream`), so object streams (inflated by lopdf while it loads)
+/// are counted too. Each stream is decoded with bounded decoders, stopping as soon as the
+/// document's allowance is passed. An encrypted file's streams do not decode here; they are
+/// counted again after decryption (`pdf_loaded_stream_bytes`).
+fn pdf_stream_bytes(bytes: &[u8], meter: &mut Meter<'_>) -> Result<()> {
+    let mut from = 0;
+    while let Some(at) = find(bytes, from, b"stream") {
+        from = at + 6;
+        if at >= 3 && &bytes[at - 3..at] == b"end" {
+            continue;
+        }
+        // The data starts after the end of line that follows the keyword.
+        let data_start = match bytes.get(at + 6..at + 8) {
+            Some([b'\r', b'\n', ..]) => at + 8,
+            Some([b'\n' | b'\r', ..]) => at + 7,
+            _ => continue,
+        };
+        // The stream's dictionary: back to the `obj` keyword that opens the object.
+        let dict_from = at.saturating_sub(64 * 1024);
+        let dict_start = rfind(&bytes[dict_from..at], b"obj").map_or(dict_from, |p| dict_from + p);
+        let filters = pdf_filters_in(&bytes[dict_start..at]);
+        let data_end = find(bytes, data_start, b"endstream").unwrap_or(bytes.len());
+        from = data_end.max(from);
+        if filters.is_empty() {
+            continue;
+        }
+        let used = decode_bounded(&filters, &bytes[data_start..data_end], meter.left()).map_err(|_| meter.exceeded())?;
+        meter.add(used)?;
+        meter.limits.check_time()?;
+    }
+    Ok(())
+}
+
+/// The same count over a loaded (decrypted) document's streams.
+fn pdf_loaded_stream_bytes(doc: &pdf_extract::Document, meter: &mut Meter<'_>) -> Result<()> {
+    for object in doc.objects.values() {
+        let Ok(stream) = object.as_stream() else { continue };
+        let Ok(names) = stream.filters() else { continue };
+        let filters: Vec<PdfFilter> = names.iter().map_while(|n| pdf_filter(n)).collect();
+        if filters.is_empty() {
+            continue;
+        }
+        let used = decode_bounded(&filters, &stream.content, meter.left()).map_err(|_| meter.exceeded())?;
+        meter.add(used)?;
+        meter.limits.check_time()?;
+    }
+    Ok(())
+}
+
+/// The filter chain named directly in a dictionary's text (`/Filter /FlateDecode` or
+/// `/Filter [/ASCII85Decode /FlateDecode]`), up to the first filter lopdf does not apply.
+fn pdf_filters_in(dict: &[u8]) -> Vec<PdfFilter> {
+    let Some(at) = find(dict, 0, b"/Filter") else { return Vec::new() };
+    let mut rest = &dict[at + 7..];
+    while rest.first().is_some_and(|c| c.is_ascii_whitespace()) {
+        rest = &rest[1..];
+    }
+    let names: &[u8] = match rest.first() {
+        Some(b'[') => &rest[1..find(rest, 0, b"]").unwrap_or(rest.len())],
+        Some(b'/') => {
+            let end = rest[1..].iter().position(|c| c.is_ascii_whitespace() || b"/[]<>()".contains(c)).map_or(rest.len(), |p| p + 1);
+            &rest[..end]
+        }
+        _ => return Vec::new(),
+    };
+    names
+        .split(|c| *c == b'/' || c.is_ascii_whitespace())
+        .filter(|n| !n.is_empty())
+        .map_while(pdf_filter)
+        .collect()
+}
+
+fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).rposition(|w| w == needle)
+}
+
+/// The stream would inflate past the allowance.
+struct OverBudget;
+
+/// Decodes `data` through `filters` and returns the size of the final output, never producing more
+/// than `budget` bytes at any step (intermediate outputs are kept, the final one only counted).
+/// Decoding errors end a step with what it produced so far, as lopdf does.
+fn decode_bounded(filters: &[PdfFilter], data: &[u8], budget: u64) -> std::result::Result<u64, OverBudget> {
+    let mut input: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(data);
+    for (i, filter) in filters.iter().enumerate() {
+        let last = i + 1 == filters.len();
+        let mut out = BoundedSink { kept: (!last).then(Vec::new), len: 0, budget };
+        match filter {
+            PdfFilter::Flate => {
+                if !input.is_empty() {
+                    let mut decoder = flate2::read::ZlibDecoder::new(&input[..]);
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        match decoder.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => out.push(&buf[..n])?,
+                        }
+                    }
+                }
+            }
+            PdfFilter::Lzw => {
+                // As lopdf decodes it (MSB first, 8-bit symbols, early change by default).
+                let mut decoder = weezl::decode::Decoder::with_tiff_size_switch(weezl::BitOrder::Msb, 8);
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut rest = &input[..];
+                loop {
+                    let r = decoder.decode_bytes(rest, &mut buf);
+                    out.push(&buf[..r.consumed_out])?;
+                    rest = &rest[r.consumed_in..];
+                    match r.status {
+                        Ok(weezl::LzwStatus::Ok) if r.consumed_in > 0 || r.consumed_out > 0 => {}
+                        _ => break,
+                    }
+                }
+            }
+            PdfFilter::Ascii85 => {
+                // At most 4 bytes per input byte (`z`); decoded for real only when another filter follows.
+                if last {
+                    out.len = (input.len() as u64).saturating_mul(4);
+                    if out.len > budget {
+                        return Err(OverBudget);
+                    }
+                } else {
+                    out.push(&decode_ascii85(&input))?;
+                }
+            }
+        }
+        if last {
+            return Ok(out.len);
+        }
+        input = std::borrow::Cow::Owned(out.kept.unwrap_or_default());
+    }
+    Ok(0)
+}
+
+struct BoundedSink {
+    kept: Option<Vec<u8>>,
+    len: u64,
+    budget: u64,
+}
+
+impl BoundedSink {
+    fn push(&mut self, bytes: &[u8]) -> std::result::Result<(), OverBudget> {
+        self.len += bytes.len() as u64;
+        if self.len > self.budget {
+            return Err(OverBudget);
+        }
+        if let Some(k) = self.kept.as_mut() {
+            k.extend_from_slice(bytes);
+        }
+        Ok(())
+    }
+}
+
+/// ASCII85 as lopdf reads it: whitespace skipped, `z` for four zero bytes, `~>` ends the data.
+fn decode_ascii85(input: &[u8]) -> Vec<u8> {
+    let data = input.strip_suffix(b"~>").unwrap_or(input);
+    let mut out = Vec::with_capacity(data.len());
+    let (mut group, mut count) = (0u32, 0usize);
+    for &c in data {
+        match c {
+            b'z' if count == 0 => out.extend_from_slice(&[0; 4]),
+            c if c.is_ascii_whitespace() => {}
+            b'!'..=b'u' => {
+                group = group.wrapping_mul(85).wrapping_add(u32::from(c - b'!'));
+                count += 1;
+                if count == 5 {
+                    out.extend_from_slice(&group.to_be_bytes());
+                    (group, count) = (0, 0);
+                }
+            }
+            _ => break,
+        }
+    }
+    if count > 0 {
+        for _ in count..5 {
+            group = group.wrapping_mul(85).wrapping_add(84);
+        }
+        out.extend_from_slice(&group.to_be_bytes()[..count - 1]);
+    }
+    out
+}
+
+fn extract_pdf(bytes: &[u8], meter: &mut Meter<'_>) -> Result<ParsedDocument> {
     // lopdf decrypts on load when the user password is empty (owner-only protection, readable by any
     // viewer); a document still encrypted after loading needs a password we do not have.
     let doc = pdf_extract::Document::load_mem(bytes).map_err(|e| {
@@ -521,6 +1212,10 @@ fn extract_pdf(bytes: &[u8]) -> Result<ParsedDocument> {
     if doc.is_encrypted() {
         return Err(encrypted_pdf());
     }
+    if bytes.windows(8).any(|w| w == b"/Encrypt") {
+        // Decrypted on load: the raw scan saw ciphertext, so count the streams again as they are now.
+        pdf_loaded_stream_bytes(&doc, meter)?;
+    }
 
     let title = pdf_title(&doc);
     let page_objects = doc.get_pages();
@@ -529,11 +1224,15 @@ fn extract_pdf(bytes: &[u8]) -> Result<ParsedDocument> {
         return Err(Error::Unparseable("the PDF has no pages".into()));
     }
 
+    pdf_xobject_work(&doc, &page_objects, meter)?;
+
     let mut text = String::new();
     let mut chars = 0usize;
     let mut pages = Vec::with_capacity(page_numbers.len());
     let mut first_failure: Option<String> = None;
     for page in page_numbers {
+        meter.limits.check_time()?;
+        meter.limits.check_text(text.len())?;
         // One page at a time, each guarded: a broken page costs that page's text, not the document's.
         let looped = page_objects.get(&page).is_some_and(|&id| !parent_chain_ends(&doc, id));
         let extracted = if looped {
@@ -586,6 +1285,140 @@ fn extract_pdf(bytes: &[u8]) -> Result<ParsedDocument> {
     })
 }
 
+/// Deepest nesting of XObjects (a form that runs a form that ...) pdf-extract is allowed to walk.
+const MAX_XOBJECT_NESTING: usize = 32;
+
+/// pdf-extract runs an XObject's content each time a `Do` names it, inflating its stream again
+/// each time, and recurses into the XObjects that content names: a form that names itself recursed
+/// without end (a stack overflow, which aborts the process), and forms naming each other a few
+/// times per level make exponential work. This walks what pdf-extract will walk, page by page:
+/// a cycle or nesting past `MAX_XOBJECT_NESTING` is `document_too_complex`, and every inflation
+/// (at least 256 bytes a visit) counts against the document's allowance.
+fn pdf_xobject_work(
+    doc: &pdf_extract::Document,
+    pages: &std::collections::BTreeMap<u32, pdf_extract::ObjectId>,
+    meter: &mut Meter<'_>,
+) -> Result<()> {
+    for &page_id in pages.values() {
+        if !parent_chain_ends(doc, page_id) {
+            continue;
+        }
+        let Ok(content) = doc.get_page_content(page_id) else { continue };
+        let resources = page_resources(doc, page_id);
+        walk_xobjects(doc, &content, resources, &mut Vec::new(), meter)?;
+    }
+    Ok(())
+}
+
+/// The dictionary an object is, or refers to.
+fn pdf_dict<'a>(doc: &'a pdf_extract::Document, object: Option<&'a pdf_extract::Object>) -> Option<&'a pdf_extract::Dictionary> {
+    match object? {
+        pdf_extract::Object::Dictionary(d) => Some(d),
+        pdf_extract::Object::Reference(id) => doc.get_dictionary(*id).ok(),
+        _ => None,
+    }
+}
+
+/// A page's resources, inherited from its ancestors when it has none (as pdf-extract looks them up).
+fn page_resources(doc: &pdf_extract::Document, page: pdf_extract::ObjectId) -> Option<&pdf_extract::Dictionary> {
+    let mut node = doc.get_dictionary(page).ok()?;
+    for _ in 0..64 {
+        if let Some(r) = pdf_dict(doc, node.get(b"Resources").ok()) {
+            return Some(r);
+        }
+        node = doc.get_dictionary(node.get(b"Parent").ok()?.as_reference().ok()?).ok()?;
+    }
+    None
+}
+
+/// Most tokens (operators and operands) one content stream may hold: lopdf's content decoder,
+/// which pdf-extract runs on every page and every form it runs, took 550 bytes of memory per
+/// operation (16 MiB of `q Q` decoded to 8.4 million operations in 4.6 GB and 17 s). A page of
+/// text holds a few thousand.
+pub const MAX_PDF_CONTENT_TOKENS: usize = 500_000;
+
+/// The tokens of a content stream, roughly: whitespace separates, a `/` starts a name, and
+/// delimiters stand alone. Strings are not parsed (a string of words counts as several tokens),
+/// so this counts at least as many tokens as lopdf will decode.
+fn pdf_content_tokens(content: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < content.len() && content[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i >= content.len() {
+            return None;
+        }
+        let start = i;
+        i += 1;
+        if !b"()<>[]{}".contains(&content[start]) {
+            while i < content.len() && !content[i].is_ascii_whitespace() && !b"()<>[]{}/".contains(&content[i]) {
+                i += 1;
+            }
+        }
+        Some(&content[start..i])
+    })
+}
+
+/// The names a content stream runs with `Do`, after checking it is small enough to decode.
+fn pdf_runs(content: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let mut runs = Vec::new();
+    let mut previous: &[u8] = b"";
+    for (n, token) in pdf_content_tokens(content).enumerate() {
+        if n >= MAX_PDF_CONTENT_TOKENS {
+            return Err(Error::limit(
+                "document_too_complex",
+                format!("a page or form of the PDF holds more than {MAX_PDF_CONTENT_TOKENS} operations and operands"),
+            ));
+        }
+        if token == b"Do" && previous.len() > 1 && previous[0] == b'/' {
+            runs.push(previous[1..].to_vec());
+        }
+        previous = token;
+    }
+    Ok(runs)
+}
+
+fn walk_xobjects<'a>(
+    doc: &'a pdf_extract::Document,
+    content: &[u8],
+    resources: Option<&'a pdf_extract::Dictionary>,
+    path: &mut Vec<pdf_extract::ObjectId>,
+    meter: &mut Meter<'_>,
+) -> Result<()> {
+    meter.limits.check_time()?;
+    let runs = pdf_runs(content)?;
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let Some(xobjects) = pdf_dict(doc, resources.and_then(|r| r.get(b"XObject").ok())) else { return Ok(()) };
+    for name in &runs {
+        let Some(id) = xobjects.get(name).ok().and_then(|o| o.as_reference().ok()) else { continue };
+        let Ok(stream) = doc.get_object(id).and_then(|o| o.as_stream()) else { continue };
+        if path.contains(&id) || path.len() >= MAX_XOBJECT_NESTING {
+            return Err(Error::limit(
+                "document_too_complex",
+                format!("the PDF's forms run each other in a cycle or more than {MAX_XOBJECT_NESTING} levels deep"),
+            ));
+        }
+        let filters: Vec<PdfFilter> = stream.filters().map(|f| f.iter().map_while(|n| pdf_filter(n)).collect()).unwrap_or_default();
+        let size = if filters.is_empty() {
+            stream.content.len() as u64
+        } else {
+            decode_bounded(&filters, &stream.content, meter.left()).map_err(|_| meter.exceeded())?
+        };
+        meter.add(size.max(256))?;
+        // Within the allowance just counted, so inflating it here is bounded.
+        let inner = if filters.is_empty() { stream.content.clone() } else { stream.decompressed_content().unwrap_or_else(|_| stream.content.clone()) };
+        let inner_resources = pdf_dict(doc, stream.dict.get(b"Resources").ok()).or(resources);
+        path.push(id);
+        let walked = walk_xobjects(doc, &inner, inner_resources, path, meter);
+        path.pop();
+        walked?;
+    }
+    Ok(())
+}
+
 /// Whether following /Parent from a page object ends. pdf-extract follows it without a bound when it
 /// looks up an inherited attribute, so a page that is its own ancestor would hang it (found by
 /// `fuzz/`). The page tree is at most a few levels deep in real files.
@@ -623,26 +1456,28 @@ fn pdf_title(doc: &pdf_extract::Document) -> Option<String> {
 // ---------------------------------------------------------------------------------------------
 // DOCX
 
-fn parse_docx(bytes: &[u8]) -> Result<ParsedDocument> {
+fn parse_docx(bytes: &[u8], meter: &mut Meter<'_>) -> Result<ParsedDocument> {
     let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
         .map_err(|e| Error::Unparseable(format!("the .docx is not a readable zip archive: {e}")))?;
     let document =
-        read_zip_part(&mut zip, "word/document.xml", MAX_DOCX_PART_BYTES)?.ok_or_else(|| {
+        read_zip_part(&mut zip, "word/document.xml", MAX_DOCX_PART_BYTES, meter)?.ok_or_else(|| {
             Error::Unparseable("not a Word document: the .docx has no word/document.xml".into())
         })?;
-    // Styles and metadata only refine the result: when they are missing or broken, carry on without.
-    let styles = read_zip_part(&mut zip, "word/styles.xml", MAX_DOCX_PART_BYTES)
-        .ok()
-        .flatten()
+    // Styles and metadata only refine the result: when they are missing or broken, carry on
+    // without (but a part past the document's allowance refuses the document).
+    let optional = |r: Result<Option<Vec<u8>>>| match r {
+        Err(e @ Error::Limit { .. }) => Err(e),
+        r => Ok(r.ok().flatten()),
+    };
+    let styles = optional(read_zip_part(&mut zip, "word/styles.xml", MAX_DOCX_PART_BYTES, meter))?
         .map(|x| docx_styles(&x))
         .unwrap_or_default();
-    let core_title = read_zip_part(&mut zip, "docProps/core.xml", MAX_DOCX_PART_BYTES)
-        .ok()
-        .flatten()
+    let core_title = optional(read_zip_part(&mut zip, "docProps/core.xml", MAX_DOCX_PART_BYTES, meter))?
         .and_then(|x| docx_core_title(&x));
 
-    let body = docx_body(&document, &styles).map_err(|e| {
-        Error::Unparseable(format!("word/document.xml is not well-formed XML: {e}"))
+    let body = docx_body(&document, &styles, meter.limits).map_err(|e| match e {
+        DocxError::Limit(e) => e,
+        DocxError::Xml(e) => Error::Unparseable(format!("word/document.xml is not well-formed XML: {e}")),
     })?;
     let title = core_title.or(body.first_title).or(body.first_heading1);
     Ok(ParsedDocument {
@@ -657,6 +1492,7 @@ fn read_zip_part(
     zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
     name: &str,
     cap: u64,
+    meter: &mut Meter<'_>,
 ) -> Result<Option<Vec<u8>>> {
     let file = match zip.by_name(name) {
         Ok(file) => file,
@@ -667,10 +1503,12 @@ fn read_zip_part(
             )));
         }
     };
+    // The part may use what is left of the document's allowance, and no more than its own cap.
+    let allowed = cap.min(meter.left());
     let mut buf = Vec::new();
-    // Read one byte past the cap to tell "exactly at the cap" from "over it"; never trust the size
-    // the archive declares.
-    file.take(cap + 1)
+    // Read one byte past the allowance to tell "exactly at it" from "over it"; never trust the
+    // size the archive declares.
+    file.take(allowed + 1)
         .read_to_end(&mut buf)
         .map_err(|e| Error::Unparseable(format!("could not inflate {name} in the .docx: {e}")))?;
     if buf.len() as u64 > cap {
@@ -679,6 +1517,7 @@ fn read_zip_part(
             cap.div_ceil(1024 * 1024)
         )));
     }
+    meter.add(buf.len() as u64)?;
     Ok(Some(buf))
 }
 
@@ -821,9 +1660,24 @@ struct DocxBody {
 /// Walks word/document.xml. Paragraphs become blocks separated by a blank line (so the Markdown
 /// splitter sees paragraph boundaries), heading paragraphs become `#` lines, table rows become lines
 /// of cells joined by ` | `.
-fn docx_body(xml: &[u8], styles: &StyleMap) -> std::result::Result<DocxBody, quick_xml::Error> {
+enum DocxError {
+    Xml(quick_xml::Error),
+    Limit(Error),
+}
+
+impl From<quick_xml::Error> for DocxError {
+    fn from(e: quick_xml::Error) -> Self {
+        DocxError::Xml(e)
+    }
+}
+
+fn docx_body(xml: &[u8], styles: &StyleMap, limits: &ParseLimits) -> std::result::Result<DocxBody, DocxError> {
     let mut reader = Reader::from_reader(xml);
     let mut out = String::new();
+    // Element nesting (quick-xml does not recurse, but paragraphs and tables nest in our stacks
+    // and a document this deep is no Word document) and a clock check every few thousand events.
+    let mut depth = 0usize;
+    let mut events = 0u32;
     let mut first_title = None;
     let mut first_heading1 = None;
     // Paragraphs nest (a text box inside a run of an outer paragraph), so keep a stack.
@@ -834,6 +1688,21 @@ fn docx_body(xml: &[u8], styles: &StyleMap) -> std::result::Result<DocxBody, qui
 
     loop {
         let event = reader.read_event()?;
+        events = events.wrapping_add(1);
+        if events.is_multiple_of(4096) {
+            limits.check_time().map_err(DocxError::Limit)?;
+            limits.check_text(out.len()).map_err(DocxError::Limit)?;
+        }
+        match &event {
+            Event::Start(_) => {
+                depth += 1;
+                if depth > limits.max_depth {
+                    return Err(DocxError::Limit(limits.too_deep(".docx XML")));
+                }
+            }
+            Event::End(_) => depth = depth.saturating_sub(1),
+            _ => {}
+        }
         match &event {
             Event::Start(e) | Event::Empty(e) => {
                 let empty = matches!(event, Event::Empty(_));
@@ -863,6 +1732,7 @@ fn docx_body(xml: &[u8], styles: &StyleMap) -> std::result::Result<DocxBody, qui
                     b"mc:Fallback" if !empty => {
                         let end = e.to_end().into_owned();
                         reader.read_to_end(end.name())?;
+                        depth = depth.saturating_sub(1);
                     }
                     _ => {}
                 }
@@ -1333,15 +2203,278 @@ mod tests {
         let bytes = zip_of(&[("word/document.xml", &big)]);
         let mut zip = zip::ZipArchive::new(Cursor::new(&bytes[..])).unwrap();
         let cap = big.len() as u64;
+        let limits = ParseLimits::default();
         assert_eq!(
-            read_zip_part(&mut zip, "word/document.xml", cap)
+            read_zip_part(&mut zip, "word/document.xml", cap, &mut Meter::new(&limits))
                 .unwrap()
                 .unwrap(),
             big
         );
-        match read_zip_part(&mut zip, "word/document.xml", cap - 1) {
+        match read_zip_part(&mut zip, "word/document.xml", cap - 1, &mut Meter::new(&limits)) {
             Err(Error::Unparseable(msg)) => assert!(msg.contains("zip bomb"), "{msg}"),
             other => panic!("expected Unparseable, got {other:?}"),
         }
+    }
+
+    // ---- limits on hostile documents (issue 18) ----------------------------------------------
+
+    fn limit_code(result: Result<ParsedDocument>) -> &'static str {
+        match result {
+            Err(Error::Limit { code, .. }) => code,
+            other => panic!("expected a limit error, got {:?}", other.map(|d| d.text.len())),
+        }
+    }
+
+    /// On a thread with the engine's parse stack, as the server parses.
+    fn parse_on_big_stack(kind: SourceKind, bytes: Vec<u8>, limits: ParseLimits) -> Result<ParsedDocument> {
+        std::thread::Builder::new()
+            .stack_size(PARSE_STACK_BYTES)
+            .spawn(move || parse_limited(kind, &bytes, &limits).map(|(d, _)| d))
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    fn small_limits() -> ParseLimits {
+        ParseLimits { inflated_bytes: 1 << 20, text_bytes: 1 << 20, ..ParseLimits::default() }
+    }
+
+    #[test]
+    fn deeply_nested_html_is_refused_before_it_is_parsed_or_rendered() {
+        for html in ["<ul><li>".repeat(50_000) + "deep", "<blockquote>".repeat(100_000) + "deep", "<div>".repeat(300) + "x"] {
+            let t = Instant::now();
+            assert_eq!(limit_code(parse(SourceKind::Html, html.as_bytes())), "document_too_complex");
+            assert!(t.elapsed() < std::time::Duration::from_secs(2), "took {:?}", t.elapsed());
+        }
+    }
+
+    #[test]
+    fn html_as_deep_as_the_limit_is_converted() {
+        let depth = ParseLimits::default().max_depth - 8;
+        let html = format!("{}deep text{}", "<blockquote><ul><li>".repeat(depth / 3), "</li></ul></blockquote>".repeat(depth / 3));
+        let doc = parse_on_big_stack(SourceKind::Html, html.into_bytes(), ParseLimits::default()).unwrap();
+        assert!(doc.text.contains("deep text"), "{}", doc.text);
+        // At the largest depth the settings allow, on the parse thread's stack.
+        let max = crate::settings::MAX_NESTING_DEPTH_LIMIT;
+        let limits = ParseLimits { max_depth: max, ..ParseLimits::default() };
+        let html = "<ul><li>".repeat((max - 8) / 2) + "deepest";
+        let doc = parse_on_big_stack(SourceKind::Html, html.into_bytes(), limits).unwrap();
+        assert!(doc.text.contains("deepest"));
+    }
+
+    #[test]
+    fn html_that_would_render_far_larger_than_it_is_is_refused_before_rendering() {
+        // Measured before this check: 1 MB -> 96 MB of text in 21 s; 620 KB -> 800 MB in 61 s.
+        let quotes = format!("{}{}", "<blockquote>".repeat(240), "x<br>".repeat(200_000));
+        let rows: String = (0..20_000)
+            .map(|i| if i == 0 { format!("<tr><td>{}</td><td>b</td></tr>", "w ".repeat(20_000)) } else { "<tr><td>a</td><td>b</td></tr>".to_owned() })
+            .collect();
+        let table = format!("<table>{rows}</table>");
+        for html in [quotes, table] {
+            let t = Instant::now();
+            assert_eq!(limit_code(parse(SourceKind::Html, html.as_bytes())), "document_too_large");
+            assert!(t.elapsed() < std::time::Duration::from_secs(5), "{:?}", t.elapsed());
+        }
+        // Ordinary tables, lists and quotes are estimated near their size.
+        let table: String = (0..2_000).map(|i| format!("<tr><td>row {i}</td><td>some value</td><td>{}</td></tr>", "x".repeat(i % 50))).collect();
+        let html = format!("<h1>T</h1><table>{table}</table><ul>{}</ul><blockquote><p>quoted</p></blockquote>", "<li>item</li>".repeat(1000));
+        let scan = html_scan(&html, 256);
+        assert!(scan.rendered_bytes < 4 * html.len() as u64, "{} for {}", scan.rendered_bytes, html.len());
+    }
+
+    #[test]
+    fn deep_prefixes_are_flattened_to_their_innermost_part() {
+        let deep = format!("{}- item\nshallow\n{}quoted", " ".repeat(200), "> ".repeat(100));
+        let flat = flatten_prefixes(&deep, MAX_MARKDOWN_LINE_PREFIX_CHARS);
+        let lines: Vec<&str> = flat.lines().collect();
+        assert_eq!(lines[0], format!("{}- item", " ".repeat(MAX_MARKDOWN_LINE_PREFIX_CHARS)));
+        assert_eq!(lines[1], "shallow");
+        assert_eq!(lines[2], format!("{}quoted", "> ".repeat(MAX_MARKDOWN_LINE_PREFIX_CHARS / 2)));
+        assert_eq!(flatten_prefixes("  a\n> b", 1), " a\n b");
+        assert_eq!(flatten_prefixes("  a\n> b", 2), "  a\n> b");
+        // HTML nested deeper than that comes out as deep as the chunker handles quickly.
+        let html = "<blockquote>".repeat(100) + "inner";
+        let doc = parse(SourceKind::Html, html.as_bytes()).unwrap();
+        assert_eq!(doc.text, format!("{}inner", "> ".repeat(MAX_HTML_LINE_PREFIX_CHARS / 2)));
+        // A Markdown upload too, so the chunker never sees nesting deeper than that.
+        let doc = parse(SourceKind::Markdown, deep.as_bytes()).unwrap();
+        assert_eq!(doc.text, flat);
+    }
+
+    #[test]
+    fn the_tag_scan_applies_implied_ends_and_skips_raw_text() {
+        assert_eq!(html_tag_depth("<ul><li>a<li>b<li>c</ul>", 100), 2);
+        assert_eq!(html_tag_depth(&"<p>para ".repeat(10_000), 100), 1);
+        assert_eq!(html_tag_depth(&format!("<table>{}</table>", "<tr><td>a<td>b".repeat(5_000)), 100), 3);
+        assert_eq!(html_tag_depth("<div a='>' b=\"<div>\"><br><img src=x/><script><div><div></script></div>", 100), 1);
+        assert_eq!(html_tag_depth("<!-- <div><div> --><x-y>1 < 2</x-y>", 100), 1);
+        assert_eq!(html_tag_depth(&format!("<svg>{}</svg>", "<path d='M0 0'/>".repeat(1_000)), 100), 1);
+        assert_eq!(html_tag_depth(&"<div/>".repeat(1_000), 100), 101);
+        // Blocks close an open <p>; an end tag does not close past a special element.
+        assert_eq!(html_tag_depth(&"<div><p>x".repeat(50), 1_000), 51);
+        assert_eq!(html_tag_depth(&"<span><div></span>".repeat(50), 1_000), 100);
+        assert_eq!(html_tag_depth(&"<span>".repeat(1_000), 10), 11);
+    }
+
+    /// A PDF file's bytes with one object per stream (enough for the raw scan, which runs first).
+    fn pdf_with_stream(dict: &str, data: &[u8]) -> Vec<u8> {
+        let mut pdf = b"%PDF-1.4\n1 0 obj\n".to_vec();
+        pdf.extend_from_slice(format!("<< /Length {} {dict} >>\nstream\n", data.len()).as_bytes());
+        pdf.extend_from_slice(data);
+        pdf.extend_from_slice(b"\nendstream\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n");
+        pdf
+    }
+
+    fn zlib(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn pdf_streams_that_inflate_past_the_limit_are_refused_before_lopdf_inflates_them() {
+        let bomb = zlib(&vec![b' '; 4 << 20]);
+        assert!(bomb.len() < 64 << 10);
+        let pdf = pdf_with_stream("/Filter /FlateDecode", &bomb);
+        assert_eq!(limit_code(parse_limited(SourceKind::Pdf, &pdf, &small_limits()).map(|r| r.0)), "document_too_large");
+        // Also behind ASCII85, and as an object stream.
+        let a85 = ascii85(&bomb);
+        let pdf = pdf_with_stream("/Type /ObjStm /N 1 /First 4 /Filter [/ASCII85Decode /FlateDecode]", &a85);
+        assert_eq!(limit_code(parse_limited(SourceKind::Pdf, &pdf, &small_limits()).map(|r| r.0)), "document_too_large");
+        // Within the limit it is only counted.
+        let mut meter_limits = small_limits();
+        meter_limits.inflated_bytes = 8 << 20;
+        let mut meter = Meter::new(&meter_limits);
+        pdf_stream_bytes(&pdf_with_stream("/Filter/FlateDecode", &bomb), &mut meter).unwrap();
+        assert_eq!(meter.inflated, 4 << 20);
+    }
+
+    #[test]
+    fn lzw_streams_are_counted_with_a_bounded_decoder() {
+        let mut enc = weezl::encode::Encoder::with_tiff_size_switch(weezl::BitOrder::Msb, 8);
+        let data = enc.encode(&vec![b'x'; 3 << 20]).unwrap();
+        assert!(data.len() < 64 << 10, "{}", data.len());
+        assert_eq!(decode_bounded(&[PdfFilter::Lzw], &data, 8 << 20).ok(), Some(3 << 20));
+        assert!(decode_bounded(&[PdfFilter::Lzw], &data, 1 << 20).is_err());
+    }
+
+    fn ascii85(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for chunk in data.chunks(4) {
+            let mut group = [0u8; 4];
+            group[..chunk.len()].copy_from_slice(chunk);
+            let mut n = u32::from_be_bytes(group);
+            let mut digits = [0u8; 5];
+            for d in digits.iter_mut().rev() {
+                *d = (n % 85) as u8 + b'!';
+                n /= 85;
+            }
+            out.extend_from_slice(&digits[..chunk.len() + 1]);
+        }
+        out.extend_from_slice(b"~>");
+        out
+    }
+
+    #[test]
+    fn ascii85_decodes_as_lopdf_does() {
+        let data = b"hello, bounded world!";
+        assert_eq!(decode_ascii85(&ascii85(data)), data);
+    }
+
+    #[test]
+    fn docx_parts_share_one_allowance_and_xml_depth_is_capped() {
+        let part = docx_xml(&"<w:p><w:r><w:t>aaaaaaaaaaaaaaaa</w:t></w:r></w:p>".repeat(20_000));
+        assert!(part.len() > 600_000 && part.len() < 1 << 20);
+        let bytes = zip_of(&[("word/document.xml", &part), ("word/styles.xml", &part)]);
+        assert_eq!(limit_code(parse_limited(SourceKind::Docx, &bytes, &small_limits()).map(|r| r.0)), "document_too_large");
+        let deep = docx_xml(&format!("{}<w:p><w:r><w:t>x</w:t></w:r></w:p>{}", "<w:sdt>".repeat(400), "</w:sdt>".repeat(400)));
+        let bytes = zip_of(&[("word/document.xml", &deep)]);
+        assert_eq!(limit_code(parse(SourceKind::Docx, &bytes)), "document_too_complex");
+    }
+
+    #[test]
+    fn extracted_text_and_parse_time_are_capped() {
+        let limits = ParseLimits { text_bytes: 1000, ..ParseLimits::default() };
+        assert_eq!(limit_code(parse_limited(SourceKind::Text, &[b'a'; 1001], &limits).map(|r| r.0)), "document_too_large");
+        assert!(parse_limited(SourceKind::Text, &[b'a'; 1000], &limits).is_ok());
+        let html = format!("<p>{}</p>", "word ".repeat(400));
+        assert_eq!(limit_code(parse_limited(SourceKind::Html, html.as_bytes(), &limits).map(|r| r.0)), "document_too_large");
+        let late = ParseLimits { deadline: Some(Instant::now()), ..ParseLimits::default() };
+        assert_eq!(limit_code(parse_limited(SourceKind::Html, b"<p>x</p>", &late).map(|r| r.0)), "parse_timeout");
+    }
+
+    /// A loadable PDF made of these objects (numbered from 1; object 1 the catalog), with a
+    /// correct cross-reference table.
+    fn pdf_of(objects: &[String]) -> Vec<u8> {
+        let mut pdf = b"%PDF-1.4\n".to_vec();
+        let mut offsets = Vec::new();
+        for (i, o) in objects.iter().enumerate() {
+            offsets.push(pdf.len());
+            pdf.extend_from_slice(format!("{} 0 obj\n{o}\nendobj\n", i + 1).as_bytes());
+        }
+        let xref = pdf.len();
+        pdf.extend_from_slice(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
+        for o in offsets {
+            pdf.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
+        }
+        pdf.extend_from_slice(format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes());
+        pdf
+    }
+
+    fn stream(dict: &str, content: &str) -> String {
+        format!("<< {dict} /Length {} >>\nstream\n{content}\nendstream", content.len())
+    }
+
+    #[test]
+    fn pdf_content_with_too_many_operations_is_refused_before_lopdf_decodes_it() {
+        let tokens: Vec<&[u8]> = pdf_content_tokens(b"q 1 0 0 1 0 0 cm/F1 12 Tf[(a)-3(b)]TJ /X Do").collect();
+        assert_eq!(tokens.len(), 23, "{:?}", tokens.iter().map(|t| String::from_utf8_lossy(t)).collect::<Vec<_>>());
+        assert_eq!(pdf_runs(b"/Im1 Do q /Fm2 Do Q (Do) Tj").unwrap(), vec![b"Im1".to_vec(), b"Fm2".to_vec()]);
+        let page = "q Q\n".repeat(MAX_PDF_CONTENT_TOKENS / 2 + 1);
+        assert_eq!(pdf_runs(page.as_bytes()).unwrap_err().code(), "document_too_complex");
+        // As an upload: a few KiB of compressed content; lopdf would have taken about 300 MB.
+        let bytes = pdf_of(&[
+            "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+            "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
+            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>".to_owned(),
+            stream("", &page),
+        ]);
+        assert_eq!(limit_code(parse_on_big_stack(SourceKind::Pdf, bytes, ParseLimits::default())), "document_too_complex");
+    }
+
+    /// Found while bounding PDFs: pdf-extract runs a form each time `Do` names it and recursed
+    /// into a form that names itself until the stack overflowed (the process aborted).
+    #[test]
+    fn pdf_forms_that_run_themselves_or_each_other_exponentially_are_refused() {
+        let text = "BT /F1 12 Tf 72 712 Td (Hello) Tj ET";
+        let head = |xobjects: &str| {
+            vec![
+                "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+                "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
+                format!("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> >> /XObject << {xobjects} >> >> >>"),
+                stream("", &format!("{text} /X Do")),
+            ]
+        };
+        let mut cycle = head("/X 5 0 R");
+        cycle.push(stream("/Type /XObject /Subtype /Form /BBox [0 0 1 1] /Resources << /XObject << /X 5 0 R >> >>", "/X Do"));
+        let bytes = pdf_of(&cycle);
+        assert_eq!(limit_code(parse_on_big_stack(SourceKind::Pdf, bytes, ParseLimits::default())), "document_too_complex");
+
+        // Twenty forms, each running the next twice: a million runs from a few KiB.
+        let mut doubling = head("/X 5 0 R");
+        for i in 0..20 {
+            let next = if i < 19 { format!("/Resources << /XObject << /X {} 0 R >> >>", 6 + i) } else { String::new() };
+            let body = if i < 19 { "/X Do /X Do" } else { "0 0 m" };
+            doubling.push(stream(&format!("/Type /XObject /Subtype /Form /BBox [0 0 1 1] {next}"), body));
+        }
+        let t = Instant::now();
+        assert_eq!(limit_code(parse_on_big_stack(SourceKind::Pdf, pdf_of(&doubling), ParseLimits::default())), "document_too_large");
+        assert!(t.elapsed() < std::time::Duration::from_secs(20), "{:?}", t.elapsed());
+
+        // A form run once, as real documents do, is fine.
+        let mut once = head("/X 5 0 R");
+        once.push(stream("/Type /XObject /Subtype /Form /BBox [0 0 1 1]", "0 0 m"));
+        let doc = parse_on_big_stack(SourceKind::Pdf, pdf_of(&once), ParseLimits::default()).unwrap();
+        assert!(doc.text.contains("Hello"), "{}", doc.text);
     }
 }

@@ -195,6 +195,17 @@ pub struct LimitsSettings {
     pub query_timeout_ms: u64,
     pub ingest_timeout_ms: u64,
     pub admin_timeout_ms: u64,
+    /// Connections open at once on each listener (lowered to stay under the process's open-files
+    /// limit); at the cap, new ones wait in the kernel's backlog (plain HTTP) or are closed (HTTPS)
+    /// until one ends.
+    pub max_connections: usize,
+    /// A new connection that has not sent its first request's headers within this long is closed
+    /// (a later request gets as long from its first byte).
+    pub header_read_timeout_ms: u64,
+    /// Bodies of every route but uploads are read whole, within this long, before the handler
+    /// runs and before a search or question takes one of `max_concurrent_queries`; slower: 408
+    /// `body_timeout`. (Uploads are bounded by `ingest_timeout_ms`.)
+    pub body_read_timeout_ms: u64,
 }
 
 impl Default for LimitsSettings {
@@ -206,6 +217,9 @@ impl Default for LimitsSettings {
             // `wait=true` uploads may be held up to 10 minutes.
             ingest_timeout_ms: 660_000,
             admin_timeout_ms: 30_000,
+            max_connections: 4096,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
         }
     }
 }
@@ -392,11 +406,50 @@ pub struct IngestSettings {
     /// (merging small segments, building the HNSW index of large ones, dropping deleted points),
     /// serialised with that collection's writes. 0 turns it off (dense search stays exhaustive).
     pub optimize_after_ms: u64,
+    /// Documents in one upload (JSON `documents` or multipart `file` parts); more: 422
+    /// `too_many_documents`, before any is parsed.
+    pub max_documents_per_request: usize,
+    /// Bytes one document may inflate to while it is parsed: PDF streams (Flate, LZW, ASCII85) and
+    /// .docx zip parts, counted before the parser inflates them; more: 422 `document_too_large`.
+    pub max_document_inflated_bytes: u64,
+    /// The same, summed over every document of one upload; more: 422 `request_too_large`.
+    pub max_request_inflated_bytes: u64,
+    /// Text extracted from one document (UTF-8 bytes); more: 422 `document_too_large`.
+    pub max_document_text_bytes: u64,
+    /// Text extracted from all documents of one upload (what the job stores and chunks); more: 422
+    /// `request_too_large`.
+    pub max_request_text_bytes: u64,
+    /// Element nesting of HTML and .docx XML; deeper: 422 `document_too_complex`, refused before
+    /// any recursive code sees it.
+    pub max_nesting_depth: usize,
+    /// Chunks one document may be cut into; more: the job fails at once with `too_many_chunks`,
+    /// before anything of that batch is embedded.
+    pub max_chunks_per_document: u32,
+    /// Longest the parsing of one upload may take; past it: 422 `parse_timeout`.
+    pub parse_timeout_ms: u64,
 }
+
+/// The largest `ingest.max_nesting_depth` accepted: the parse thread's stack is sized for it.
+pub const MAX_NESTING_DEPTH_LIMIT: usize = 4096;
 
 impl Default for IngestSettings {
     fn default() -> Self {
-        IngestSettings { max_upload_bytes: 32 * 1024 * 1024, workers: 1, batch_documents: 64, job_stale_secs: 300, max_stalled_attempts: 5, optimize_after_ms: 2_000 }
+        IngestSettings {
+            max_upload_bytes: 32 * 1024 * 1024,
+            workers: 1,
+            batch_documents: 64,
+            job_stale_secs: 300,
+            max_stalled_attempts: 5,
+            optimize_after_ms: 2_000,
+            max_documents_per_request: 1_000,
+            max_document_inflated_bytes: 64 * 1024 * 1024,
+            max_request_inflated_bytes: 256 * 1024 * 1024,
+            max_document_text_bytes: 16 * 1024 * 1024,
+            max_request_text_bytes: 64 * 1024 * 1024,
+            max_nesting_depth: 256,
+            max_chunks_per_document: 10_000,
+            parse_timeout_ms: 60_000,
+        }
     }
 }
 
@@ -718,7 +771,15 @@ impl Settings {
             }
         }
         let l = &self.limits;
-        if l.json_body_bytes < 1024 || l.max_concurrent_queries == 0 || l.query_timeout_ms == 0 || l.ingest_timeout_ms == 0 || l.admin_timeout_ms == 0 {
+        if l.json_body_bytes < 1024
+            || l.max_concurrent_queries == 0
+            || l.query_timeout_ms == 0
+            || l.ingest_timeout_ms == 0
+            || l.admin_timeout_ms == 0
+            || l.max_connections == 0
+            || l.header_read_timeout_ms == 0
+            || l.body_read_timeout_ms == 0
+        {
             p.push("limits: json_body_bytes must be at least 1024, the others at least 1".into());
         }
         let any_origin = self.cors.allowed_origins.iter().any(|o| o == "*");
@@ -726,7 +787,9 @@ impl Settings {
             p.push("cors: allow_credentials needs explicit origins, not `*`".into());
         }
         for o in self.cors.allowed_origins.iter().filter(|o| *o != "*") {
-            let ok = (o.starts_with("http://") || o.starts_with("https://")) && !o.ends_with('/') && !o[8..].contains('/');
+            // By prefix, never by byte index: an origin may hold any character (`http://éx`).
+            let host = o.strip_prefix("https://").or_else(|| o.strip_prefix("http://"));
+            let ok = host.is_some_and(|h| !h.is_empty() && !h.contains('/'));
             if !ok {
                 p.push(format!("cors.allowed_origins: `{o}` is not an origin like https://app.example.com"));
             }
@@ -855,6 +918,19 @@ impl Settings {
         if self.ingest.workers == 0 || self.ingest.batch_documents == 0 {
             p.push("ingest.workers and ingest.batch_documents must be at least 1".into());
         }
+        let i = &self.ingest;
+        if i.max_documents_per_request == 0 || i.max_chunks_per_document == 0 || i.parse_timeout_ms == 0 {
+            p.push("ingest.max_documents_per_request, ingest.max_chunks_per_document and ingest.parse_timeout_ms must be at least 1".into());
+        }
+        if i.max_document_inflated_bytes < 1024 || i.max_document_text_bytes < 1024 {
+            p.push("ingest.max_document_inflated_bytes and ingest.max_document_text_bytes must be at least 1024".into());
+        }
+        if i.max_request_inflated_bytes < i.max_document_inflated_bytes || i.max_request_text_bytes < i.max_document_text_bytes {
+            p.push("ingest.max_request_inflated_bytes and ingest.max_request_text_bytes must be at least their per-document limits".into());
+        }
+        if !(8..=MAX_NESTING_DEPTH_LIMIT).contains(&i.max_nesting_depth) {
+            p.push(format!("ingest.max_nesting_depth must be between 8 and {MAX_NESTING_DEPTH_LIMIT}"));
+        }
         if self.search.default_top_k == 0 || self.search.default_top_k > self.search.max_top_k {
             p.push("search.default_top_k must be between 1 and search.max_top_k".into());
         }
@@ -946,6 +1022,16 @@ mod tests {
         .unwrap_err();
         assert!(bad.iter().any(|p| p.starts_with("listen")), "{bad:?}");
         assert!(bad.iter().any(|p| p.contains("embedder.url")), "{bad:?}");
+    }
+
+    #[test]
+    fn origins_with_any_characters_are_checked_without_panicking() {
+        for (origin, ok) in [("http://éx", true), ("https://app.example.com", true), ("http://é/", false), ("https://", false), ("ftp://x", false), ("é", false), ("http://a/b", false)] {
+            let mut s = Settings::default();
+            s.cors.allowed_origins = vec![origin.into()];
+            let bad = s.problems().iter().any(|p| p.starts_with("cors.allowed_origins"));
+            assert_eq!(bad, !ok, "{origin}");
+        }
     }
 
     #[test]

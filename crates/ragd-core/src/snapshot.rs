@@ -81,7 +81,8 @@ fn io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
 /// so a file with the final name is always whole. Returns its size.
 pub fn pack(dir: &Path, out: &Path) -> Result<u64> {
     let tmp = out.with_extension("tar.partial");
-    let file = File::create(&tmp).map_err(io("creating", &tmp))?;
+    // The archive holds every document and the keys' digests: readable by the owner only.
+    let file = create_private(&tmp).map_err(io("creating", &tmp))?;
     let mut builder = tar::Builder::new(BufWriter::new(file));
     builder.follow_symlinks(false);
     builder.append_dir_all(".", dir).map_err(io("packing", dir))?;
@@ -92,6 +93,23 @@ pub fn pack(dir: &Path, out: &Path) -> Result<u64> {
     let size = file.metadata().map_err(io("reading", &tmp))?.len();
     fs::rename(&tmp, out).map_err(io("renaming", &tmp))?;
     Ok(size)
+}
+
+/// Creates (or truncates) a file only its owner may read or write (0600 on Unix).
+pub fn create_private(path: &Path) -> std::io::Result<File> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        let file = options.open(path)?;
+        // A file that already existed keeps its mode through `open`: set it.
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+        Ok(file)
+    }
+    #[cfg(not(unix))]
+    options.open(path)
 }
 
 /// Reads the manifest of an archive without unpacking the rest.
@@ -120,7 +138,25 @@ fn parse_manifest(r: impl std::io::Read, archive: &Path) -> Result<Manifest> {
             format!("{} is in snapshot format {}; this ragd reads format {FORMAT}", archive.display(), m.format),
         ));
     }
+    // The names become paths (shard folders) when the restore is checked: each must be a stored
+    // collection name, `<collection>` or `<tenant>.<collection>`, never `../x` or `a/b`.
+    if let Some(bad) = m.collections.iter().find(|c| !valid_stored_name(&c.name)) {
+        return Err(Error::invalid(
+            "not_a_snapshot",
+            format!("{}: the manifest names a collection `{}` that is not a collection name", archive.display(), bad.name.escape_debug()),
+        ));
+    }
     Ok(m)
+}
+
+/// Whether `name` is a collection's stored name: a collection name, with a valid tenant in front.
+pub fn valid_stored_name(name: &str) -> bool {
+    match name.split_once('.') {
+        Some((tenant, collection)) => {
+            crate::auth::validate_tenant(tenant).is_ok() && crate::engine::validate_collection_name(collection).is_ok()
+        }
+        None => crate::engine::validate_collection_name(name).is_ok(),
+    }
 }
 
 /// Unpacks an archive into `data_dir`, which must not hold a catalog yet (an existing data folder is
@@ -285,6 +321,19 @@ mod tests {
     }
 
     #[test]
+    fn archives_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = folder(root.path(), "ragd-x");
+        let out = root.path().join("s.tar");
+        // Even over a world-readable leftover of the same name.
+        fs::write(root.path().join("s.tar.partial"), b"old").unwrap();
+        fs::set_permissions(root.path().join("s.tar.partial"), fs::Permissions::from_mode(0o644)).unwrap();
+        pack(&dir, &out).unwrap();
+        assert_eq!(fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
     fn links_and_foreign_names_in_an_archive_are_refused() {
         let root = tempfile::tempdir().unwrap();
         let dir = folder(root.path(), "ragd-x");
@@ -345,5 +394,15 @@ mod tests {
         fs::write(dir.join(MANIFEST), serde_json::to_vec(&m).unwrap()).unwrap();
         pack(&dir, &out).unwrap();
         assert_eq!(read_manifest(&out).unwrap_err().code(), "snapshot_format");
+    }
+
+    #[test]
+    fn manifest_collection_names_must_be_stored_collection_names() {
+        for ok in ["docs", "acme.docs", "a-b_c.D1"] {
+            assert!(valid_stored_name(ok), "{ok}");
+        }
+        for bad in ["../docs", "acme/../../x", "a/b", "", ".docs", "acme.", "acme.docs.x", "ACME.docs", "docs\0", "acme..docs"] {
+            assert!(!valid_stored_name(bad), "{bad}");
+        }
     }
 }

@@ -83,6 +83,7 @@ pub struct Gateway {
     json_limit: u64,
     upload_limit: u64,
     timeouts: [Duration; 3],
+    body_timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -107,6 +108,7 @@ impl Gateway {
             json_limit: l.json_body_bytes,
             upload_limit: settings.ingest.max_upload_bytes,
             timeouts: [l.query_timeout_ms, l.ingest_timeout_ms, l.admin_timeout_ms].map(Duration::from_millis),
+            body_timeout: Duration::from_millis(l.body_read_timeout_ms),
             metrics,
         })
     }
@@ -209,7 +211,12 @@ pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> R
     }
 
     if let Some(q) = req.uri().query() {
-        let named = q.split('&').filter_map(|kv| kv.split('=').next()).any(|k| CREDENTIAL_PARAMS.iter().any(|c| c.eq_ignore_ascii_case(k)));
+        // Names are compared as the query parser will read them: percent-decoded (`access%5Ftoken`).
+        let named = q
+            .split('&')
+            .filter_map(|kv| kv.split('=').next())
+            .map(percent_decoded)
+            .any(|k| CREDENTIAL_PARAMS.iter().any(|c| c.as_bytes().eq_ignore_ascii_case(&k)));
         if named {
             return ApiError(Error::invalid("credentials_in_query", "credentials are never accepted in the query string; send them in the Authorization or X-Service-Token header"))
                 .into_response();
@@ -240,6 +247,24 @@ pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> R
         decision = Some(d);
     }
     req.extensions_mut().insert(principal);
+
+    // The body is read whole (within `limits.body_read_timeout_ms`) before a query slot is taken
+    // and before the handler's own timeout starts: a client that sends its body slowly holds
+    // only its own connection, never shared capacity. Uploads read theirs in the handler.
+    let req = if is_upload {
+        req
+    } else {
+        match read_body(req, limit, gw.body_timeout).await {
+            Ok(r) => r,
+            Err(mut r) => {
+                if r.status() == StatusCode::REQUEST_TIMEOUT {
+                    gw.metrics.count_shed("body_timeout");
+                }
+                with_limits(&mut r, decision.as_ref());
+                return r;
+            }
+        }
+    };
 
     let permit = if is_shed(&template) {
         match gw.queries.clone().try_acquire_owned() {
@@ -281,6 +306,62 @@ pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> R
         response = Response::from_parts(parts, Body::from_stream(stream));
     }
     response
+}
+
+/// The request with its body read into memory: at most `limit` bytes within `timeout`, else the
+/// response to send instead (413 `payload_too_large`, 408 `body_timeout`, 400 `invalid_body`).
+async fn read_body(req: Request, limit: u64, timeout: Duration) -> Result<Request, Response> {
+    let (parts, body) = req.into_parts();
+    let read = async move {
+        let mut stream = body.into_data_stream();
+        let mut buf = bytes::BytesMut::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| error_response(StatusCode::BAD_REQUEST, "invalid_body", "the request body could not be read"))?;
+            if (buf.len() + chunk.len()) as u64 > limit {
+                return Err(ApiError(Error::TooLarge(format!("the body is larger than the limit (limits.json_body_bytes = {limit})"))).into_response());
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(bytes)) => Ok(Request::from_parts(parts, Body::from(bytes))),
+        Ok(Err(response)) => Err(response),
+        Err(_) => {
+            let mut r = error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("the request body did not arrive within {} ms (limits.body_read_timeout_ms)", timeout.as_millis()),
+            );
+            // The rest of the body was not read: the connection cannot carry another request.
+            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Err(r)
+        }
+    }
+}
+
+/// A query-string component as form decoding reads it: `%XX` escapes decoded, `+` a space.
+fn percent_decoded(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    out
 }
 
 /// One bucket per caller and route class.
@@ -349,4 +430,17 @@ pub fn cors(c: &CorsSettings) -> Option<CorsLayer> {
         .allow_credentials(c.allow_credentials)
         .max_age(Duration::from_secs(c.max_age_secs));
     Some(layer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decoded;
+
+    #[test]
+    fn query_names_are_compared_decoded() {
+        assert_eq!(percent_decoded("access%5Ftoken"), b"access_token");
+        assert_eq!(percent_decoded("api%5fkey"), b"api_key");
+        assert_eq!(percent_decoded("a+b%"), b"a b%");
+        assert_eq!(percent_decoded("%zz%4"), b"%zz%4");
+    }
 }

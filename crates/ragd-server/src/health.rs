@@ -100,10 +100,29 @@ pub async fn readiness(st: &AppState) -> (bool, serde_json::Value) {
     (ready, json!({"status": status, "checks": checks}))
 }
 
+/// `/health/ready` on the admin listener: every check with its details (latency, error text,
+/// breaker counts), for the operator.
 pub async fn ready(State(st): State<AppState>) -> Response {
     let (ready, body) = readiness(&st).await;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(body)).into_response()
+}
+
+/// `/health/ready` on the API listener, which anyone can reach: the overall status and each
+/// dependency's `ok`/`down`, nothing more (no upstream error text, breaker counts or latencies; those
+/// are on the admin listener and in the admin-only `/api/v1/status`).
+pub async fn ready_public(State(st): State<AppState>) -> Response {
+    let (ready, body) = readiness(&st).await;
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(redacted(&body))).into_response()
+}
+
+fn redacted(body: &serde_json::Value) -> serde_json::Value {
+    let checks: serde_json::Map<String, serde_json::Value> = body["checks"]
+        .as_object()
+        .map(|c| c.iter().map(|(name, check)| (name.clone(), json!({"status": check["status"]}))).collect())
+        .unwrap_or_default();
+    json!({"status": body["status"], "checks": checks})
 }
 
 /// `GET /api/v1/status` (admin): version, uptime, readiness with every check, the circuit breakers;

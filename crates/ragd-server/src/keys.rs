@@ -1,5 +1,5 @@
 //! `/api/v1/keys`: an admin creates, lists and revokes the API keys and service tokens of its own
-//! tenant. A new key's secret is in the creation response and nowhere else.
+//! tenant (within its own collection scope, when it has one). A new key's secret is in the creation response and nowhere else.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -65,7 +65,7 @@ pub async fn create(State(st): State<AppState>, Extension(p): Extension<Principa
 #[utoipa::path(get, path = "/api/v1/keys", tag = "keys", responses((status = 200, body = KeyList)))]
 pub async fn list(State(st): State<AppState>, Extension(p): Extension<Principal>) -> ApiResult<axum::Json<KeyList>> {
     p.require(Role::Admin)?;
-    let keys = st.gateway.keys().list(Some(&p.tenant)).await?.iter().map(KeyRecord::public).collect();
+    let keys = st.gateway.keys().list(Some(&p.tenant)).await?.iter().filter(|k| within_scope(&p, k)).map(KeyRecord::public).collect();
     Ok(axum::Json(KeyList { keys }))
 }
 
@@ -75,10 +75,20 @@ pub async fn revoke(State(st): State<AppState>, Extension(p): Extension<Principa
     let not_found = || Error::not_found("key_not_found", format!("key `{id}` does not exist"));
     // Another tenant's key is as absent as a missing one.
     match st.gateway.keys().get(&id).await? {
-        Some(k) if k.tenant == p.tenant => {}
+        Some(k) if k.tenant == p.tenant && within_scope(&p, &k) => {}
         _ => return Err(not_found().into()),
     }
     st.gateway.keys().revoke(&id, now_rfc3339()).await?;
     tracing::info!(key = %id, by = %p.id, "key revoked");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Whether an admin may see and revoke a key: one scoped to some collections manages only keys
+/// scoped within those (never an unscoped key, which reaches every collection of the tenant).
+fn within_scope(p: &Principal, k: &KeyRecord) -> bool {
+    match (&p.collections, &k.collections) {
+        (None, _) => true,
+        (Some(scope), Some(theirs)) => theirs.iter().all(|c| scope.contains(c)),
+        (Some(_), None) => false,
+    }
 }

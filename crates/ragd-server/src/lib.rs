@@ -2,6 +2,7 @@
 //! listeners it is given (port 0 in tests) until a shutdown future resolves. Only this crate knows HTTP.
 
 mod answers;
+mod conn;
 mod error;
 mod extract;
 pub mod gateway;
@@ -82,7 +83,7 @@ pub fn router(engine: Arc<Engine>, gateway: Arc<Gateway>) -> Router {
         .route("/v1/chat/completions", post(answers::chat_completions))
         .route("/v1/models", get(answers::list_models))
         .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
+        .route("/health/ready", get(health::ready_public))
         .route("/", get(ui::index))
         .route("/ui/{*file}", get(ui::asset));
     // `/metrics` lives on the admin listener unless that is turned off (`admin_listen = ""`).
@@ -179,15 +180,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let limits = conn::ConnLimits::from_settings(engine.settings());
     let admin_task = admin.map(|l| {
         let app = admin_router(engine.clone(), gateway.clone());
         let mut rx = stop_rx.clone();
         tokio::spawn(async move {
-            axum::serve(l, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|stop| *stop).await;
-                })
-                .await
+            let stop = async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            };
+            conn::serve_http(l, app, limits, stop).await
         })
     });
     let app = router(engine, gateway);
@@ -196,8 +197,8 @@ pub async fn serve(
         let _ = stop_tx.send(true);
     };
     let result = match tls {
-        Some(files) => tls::serve(listener, app, files, shutdown).await,
-        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+        Some(files) => tls::serve(listener, app, files, limits, shutdown).await,
+        None => conn::serve_http(listener, app, limits, shutdown).await,
     };
     if let Some(t) = admin_task {
         let _ = t.await;

@@ -164,10 +164,11 @@ pub async fn add_documents(
     // Fail fast on an unknown collection, before reading the body.
     let name = visible(&st, &p, &name, Role::Write).await?.name;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let max_docs = st.engine.settings().ingest.max_documents_per_request;
     let docs = if content_type.starts_with("application/json") {
-        json_documents(req, limit).await?
+        json_documents(req, limit, max_docs).await?
     } else if content_type.starts_with("multipart/form-data") {
-        multipart_documents(req).await?
+        multipart_documents(req, max_docs).await?
     } else {
         return Err(Error::UnsupportedMediaType("send application/json documents or multipart/form-data files".into()).into());
     };
@@ -204,25 +205,35 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
-async fn json_documents(req: Request, limit: u64) -> Result<Vec<NewDocument>, ApiError> {
+async fn json_documents(req: Request, limit: u64, max_docs: usize) -> Result<Vec<NewDocument>, ApiError> {
     let bytes = axum::body::to_bytes(req.into_body(), limit as usize)
         .await
         .map_err(|_| Error::TooLarge(format!("the body is larger than the limit (ingest.max_upload_bytes = {limit})")))?;
-    let value: Value =
-        serde_json::from_slice(&bytes).map_err(|e| Error::invalid("invalid_json", format!("malformed JSON: {e}")))?;
-    let docs: Vec<JsonDocument> = if value.get("documents").is_some() {
-        serde_json::from_value::<JsonDocuments>(value).map(|d| d.documents)
-    } else {
-        serde_json::from_value::<JsonDocument>(value).map(|d| vec![d])
-    }
-    .map_err(|e| Error::invalid("invalid_request", e.to_string()))?;
+    // Decoding tens of MiB of JSON is CPU work: off the async threads.
+    let docs = tokio::task::spawn_blocking(move || -> Result<Vec<JsonDocument>, Error> {
+        let value: Value =
+            serde_json::from_slice(&bytes).map_err(|e| Error::invalid("invalid_json", format!("malformed JSON: {e}")))?;
+        drop(bytes);
+        if let Some(list) = value.get("documents").and_then(Value::as_array) {
+            // Counted before the documents are decoded or parsed.
+            ragd_core::engine::check_document_count(list.len(), max_docs)?;
+        }
+        if value.get("documents").is_some() {
+            serde_json::from_value::<JsonDocuments>(value).map(|d| d.documents)
+        } else {
+            serde_json::from_value::<JsonDocument>(value).map(|d| vec![d])
+        }
+        .map_err(|e| Error::invalid("invalid_request", e.to_string()))
+    })
+    .await
+    .map_err(Error::internal)??;
     Ok(docs
         .into_iter()
         .map(|d| NewDocument { id: d.id, title: d.title, metadata: d.metadata, body: DocumentBody::Text(d.text) })
         .collect())
 }
 
-async fn multipart_documents(req: Request) -> Result<Vec<NewDocument>, ApiError> {
+async fn multipart_documents(req: Request, max_docs: usize) -> Result<Vec<NewDocument>, ApiError> {
     let mut form = Multipart::from_request(req, &()).await.map_err(|e| Error::invalid("invalid_multipart", e.body_text()))?;
     let mut files = Vec::new();
     let (mut id, mut title, mut metadata) = (None, None, Metadata::new());
@@ -235,6 +246,7 @@ async fn multipart_documents(req: Request) -> Result<Vec<NewDocument>, ApiError>
         let name = field.name().unwrap_or("").to_owned();
         match name.as_str() {
             "file" | "files" | "file[]" => {
+                ragd_core::engine::check_document_count(files.len() + 1, max_docs)?;
                 let filename = field.file_name().map(str::to_owned);
                 let content_type = field.content_type().map(str::to_owned);
                 let bytes = field.bytes().await.map_err(multipart_error)?;

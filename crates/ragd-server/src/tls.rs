@@ -37,7 +37,7 @@ pub async fn check(files: &TlsFiles) -> std::io::Result<()> {
     load(files).await.map(|_| ())
 }
 
-pub async fn serve(listener: TcpListener, app: Router, files: TlsFiles, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(listener: TcpListener, app: Router, files: TlsFiles, limits: crate::conn::ConnLimits, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
     let config = load(&files).await?;
     let handle = Handle::new();
     let watcher = {
@@ -73,7 +73,12 @@ pub async fn serve(listener: TcpListener, app: Router, files: TlsFiles, shutdown
             handle.graceful_shutdown(None);
         });
     }
-    let result = axum_server::from_tcp_rustls(listener.into_std()?, config).handle(handle).serve(app.into_make_service()).await;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut server = axum_server::from_tcp_rustls(listener.into_std()?, config)
+        .handle(handle)
+        .map(|inner| crate::conn::CappedAcceptor { inner, slots });
+    *server.http_builder() = crate::conn::builder(limits);
+    let result = server.serve(app.into_make_service()).await;
     watcher.abort();
     result
 }

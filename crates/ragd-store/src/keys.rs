@@ -90,7 +90,8 @@ impl KeyFile {
         let out = change(&mut doc)?;
         let tmp = self.path.with_extension("json.tmp");
         {
-            let mut f = File::create(&tmp).map_err(|e| io("writing", e))?;
+            // Digests only, but still nobody else's business: 0600.
+            let mut f = ragd_core::snapshot::create_private(&tmp).map_err(|e| io("writing", e))?;
             f.write_all(&serde_json::to_vec_pretty(&doc).map_err(Error::internal)?).map_err(|e| io("writing", e))?;
             f.sync_all().map_err(|e| io("syncing", e))?;
         }

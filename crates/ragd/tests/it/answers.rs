@@ -550,7 +550,10 @@ async fn a_killed_generator_opens_its_breaker_and_answers_stay_up() {
     assert!(called < 40, "the breaker should have stopped calls to the dead generator; it was called {called} times");
     let (_, status) = server.get("/api/v1/status").await;
     assert_eq!(status["breakers"]["generator"]["state"], "open", "{status}");
+    // Details are on the admin listener; anyone's /health/ready says only ok/down.
     let (_, ready) = server.get("/health/ready").await;
+    assert!(ready["checks"]["generator"]["status"].is_string() && ready["checks"]["generator"].get("breaker").is_none(), "{ready}");
+    let ready: serde_json::Value = server.http.get(format!("{}/health/ready", server.admin)).send().await.unwrap().json().await.unwrap();
     assert_eq!(ready["checks"]["generator"]["breaker"]["state"], "open", "{ready}");
     let metrics = server.http.get(format!("{}/metrics", server.admin)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("ragd_breaker_state{dependency=\"generator\"} 1"), "{metrics}");

@@ -231,6 +231,6 @@ async fn vector_store_searches_go_through_their_breaker() {
     let (_, status) = s.get("/api/v1/status").await;
     let breaker = &status["breakers"]["vector_store"];
     assert_eq!((breaker["state"].as_str(), breaker["calls_in_window"].as_u64()), (Some("closed"), Some(3)), "{status}");
-    let (_, ready) = s.get("/health/ready").await;
+    let ready: Value = s.http.get(format!("{}/health/ready", s.admin)).send().await.unwrap().json().await.unwrap();
     assert_eq!(ready["checks"]["vector_store"]["breaker"]["calls_in_window"], 3, "{ready}");
 }

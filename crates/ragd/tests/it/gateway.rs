@@ -351,6 +351,8 @@ wait_in_open_ms = 60000
 
     let (st, ready) = s.get("/health/ready").await;
     assert_eq!(st, 200, "{ready}");
+    assert_eq!(ready["checks"]["jwks"], json!({"status": "down"}), "anyone sees only ok/down: {ready}");
+    let ready: Value = s.http.get(format!("{}/health/ready", s.admin)).send().await.unwrap().json().await.unwrap();
     assert_eq!(ready["checks"]["jwks"]["status"], "down", "{ready}");
     assert_eq!(ready["checks"]["jwks"]["breaker"]["state"], "open", "{ready}");
     let (st, status, _) = call(h, Method::GET, &s.url("/api/v1/status"), &Auth::Bearer(&known), None).await;

@@ -6,6 +6,7 @@ mod api;
 mod bench;
 mod durability;
 mod gateway;
+mod hostile;
 mod observability;
 mod rerank;
 mod shared;
