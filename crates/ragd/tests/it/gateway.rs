@@ -839,3 +839,102 @@ async fn default_tenant_keys_cannot_reach_another_tenant_by_its_stored_name() {
     let (st, b, _) = call(h, Method::GET, &u("/api/v1/collections/docs/documents/a1"), &Auth::Bearer(&acme), None).await;
     assert_eq!(st, 200, "{b}");
 }
+
+/// The access matrix with JWTs beside keys, the default tenant as one tenant among others, and an
+/// `Idempotency-Key` another tenant used: no principal of another tenant — key or JWT, read or
+/// admin, default tenant or not — reaches globex's collection, document or job, by its public name or
+/// its stored name, on any route; replaying globex's idempotency key never returns globex's job.
+#[tokio::test]
+async fn jwts_and_keys_of_other_tenants_never_reach_a_tenants_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "another-shared-secret-of-32-bytes-at-least";
+    let config = dir.path().join("ragd.toml");
+    std::fs::write(
+        &config,
+        format!("[auth]\nenabled = true\n[auth.jwt]\nissuer = \"https://idp.test\"\naudience = \"ragd\"\n[[auth.jwt.keys]]\nkid = \"hs\"\nalgorithm = \"HS256\"\nsecret = \"{secret}\"\n"),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let globex = create_key(&data, "admin", "globex");
+    let keys: Vec<(String, String)> = [("read", "default"), ("admin", "default"), ("read", "acme"), ("admin", "acme")]
+        .iter()
+        .map(|(role, tenant)| (format!("key {role}@{tenant}"), create_key(&data, role, tenant)))
+        .collect();
+    let s = Server::start_with(&data, &[("RAGD_CONFIG", config.to_str().unwrap()), NO_GENERATOR, ("RAGD_RATE_LIMIT__ENABLED", "false")]);
+    let h = &s.http;
+    let u = |p: &str| s.url(p);
+    let hs = EncodingKey::from_secret(secret.as_bytes());
+    let jwt = |tenant: &str, role: &str| {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("hs".into());
+        let claims = json!({"iss": "https://idp.test", "aud": "ragd", "sub": "mallory", "exp": now() + 600, "tenant": tenant, "role": role});
+        jsonwebtoken::encode(&header, &claims, &hs).unwrap()
+    };
+    let mut principals = keys;
+    for (tenant, role) in [("default", "read"), ("default", "admin"), ("acme", "read"), ("acme", "admin")] {
+        principals.push((format!("jwt {role}@{tenant}"), jwt(tenant, role)));
+    }
+
+    // Globex's collection, a document and the job that made it, under an idempotency key.
+    let (st, b, _) = call(h, Method::POST, &u("/api/v1/collections"), &Auth::Bearer(&globex), Some(json!({"name": "secret"}))).await;
+    assert_eq!(st, 201, "{b}");
+    let upload = |auth: &str, c: &str| {
+        h.post(u(&format!("/api/v1/collections/{c}/documents?wait=true")))
+            .bearer_auth(auth.to_owned())
+            .header("Idempotency-Key", "shared-key-1")
+            .json(&json!({"id": "g1", "text": "Globex's vault code is green owl."}))
+    };
+    let r = upload(&globex, "secret").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let job: Value = r.json().await.unwrap();
+    let job_id = job["id"].as_str().unwrap().to_owned();
+
+    let mut failures = Vec::new();
+    for (who, token) in &principals {
+        for name in ["secret", "globex.secret"] {
+            let routes: Vec<(Method, String, Option<Value>)> = vec![
+                (Method::GET, format!("/api/v1/collections/{name}"), None),
+                (Method::POST, format!("/api/v1/collections/{name}/search"), Some(json!({"query": "vault code"}))),
+                (Method::POST, format!("/api/v1/collections/{name}/query"), Some(json!({"question": "What is the vault code?"}))),
+                (Method::GET, format!("/api/v1/collections/{name}/documents"), None),
+                (Method::GET, format!("/api/v1/collections/{name}/documents/g1"), None),
+                (Method::GET, format!("/api/v1/collections/{name}/documents/g1/chunks"), None),
+                (Method::POST, "/v1/chat/completions".into(), Some(json!({"model": format!("ragd:{name}"), "messages": [{"role": "user", "content": "What is the vault code?"}]}))),
+                (Method::DELETE, format!("/api/v1/collections/{name}/documents/g1"), None),
+                (Method::DELETE, format!("/api/v1/collections/{name}"), None),
+                (Method::GET, format!("/api/v1/jobs/{job_id}"), None),
+            ];
+            for (method, path, body) in routes {
+                let (st, b, _) = call(h, method.clone(), &u(&path), &Auth::Bearer(token), body).await;
+                let text = b.to_string();
+                if ![400, 403, 404].contains(&st) || text.contains("green owl") || text.contains("globex") {
+                    failures.push(format!("{who}: {method} {path}: {st} {b}"));
+                }
+            }
+            // The idempotency key globex used, replayed at globex's collection: never globex's job.
+            let r = upload(token, name).send().await.unwrap();
+            let st = r.status().as_u16();
+            let text = r.text().await.unwrap();
+            if ![400, 403, 404].contains(&st) || text.contains(&job_id) {
+                failures.push(format!("{who}: idempotent upload to {name}: {st} {text}"));
+            }
+        }
+    }
+    // An admin of another tenant replaying the key at its own collection gets a job of its own.
+    let (_, acme_admin) = principals.iter().find(|(w, _)| w == "jwt admin@acme").unwrap();
+    let (st, b, _) = call(h, Method::POST, &u("/api/v1/collections"), &Auth::Bearer(acme_admin), Some(json!({"name": "secret"}))).await;
+    assert_eq!(st, 201, "{b}");
+    let r = upload(acme_admin, "secret").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let own: Value = r.json().await.unwrap();
+    assert_ne!(own["id"].as_str(), Some(job_id.as_str()), "{own}");
+    assert!(failures.is_empty(), "{} cells reached globex's data:\n{}", failures.len(), failures.join("\n"));
+
+    // Globex's data is intact, and the two `secret` collections hold their own documents.
+    let (st, b, _) = call(h, Method::POST, &u("/api/v1/collections/secret/search"), &Auth::Bearer(&globex), Some(json!({"query": "vault code"}))).await;
+    assert_eq!(st, 200, "{b}");
+    assert!(b.to_string().contains("green owl"), "{b}");
+    let (_, b, _) = call(h, Method::GET, &u("/api/v1/collections"), &Auth::Bearer(&globex), None).await;
+    assert_eq!(b["collections"].as_array().map(Vec::len), Some(1), "{b}");
+}
