@@ -171,8 +171,13 @@ impl JwtVerifier {
         };
         self.refresh_jwks(Some(kid)).await;
         let jwks = self.jwks.read().await;
-        // A stale key still verifies when the provider cannot be reached.
-        jwks.keys.get(kid).map(|(a, k)| (*a, k.clone())).or(stale).ok_or_else(unknown)
+        if let Some((alg, key)) = jwks.keys.get(kid) {
+            return Ok((*alg, key.clone()));
+        }
+        // The provider answered within the cache's lifetime without this key: it was removed. A
+        // stale key verifies only while the provider cannot be reached (its refresh failed).
+        let answered = jwks.fetched_at.is_some_and(|t| t.elapsed() < Duration::from_secs(self.settings.jwks_cache_secs));
+        if answered { Err(unknown()) } else { stale.ok_or_else(unknown) }
     }
 
     /// Fetches the JWKS unless another task just did, or the cooldown since the last attempt has

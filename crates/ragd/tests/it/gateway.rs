@@ -938,3 +938,36 @@ async fn jwts_and_keys_of_other_tenants_never_reach_a_tenants_data() {
     let (_, b, _) = call(h, Method::GET, &u("/api/v1/collections"), &Auth::Bearer(&globex), None).await;
     assert_eq!(b["collections"].as_array().map(Vec::len), Some(1), "{b}");
 }
+
+/// Issue 18: a JWKS key the identity provider removed stops verifying once the cached JWKS expires
+/// and the provider answers without it; a key fetched before keeps verifying only while the
+/// provider cannot be reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_the_provider_removed_stops_verifying_and_stale_keys_serve_only_while_it_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwk = |name: &str| serde_json::from_slice::<Value>(&fixture(name)).unwrap();
+    let jwks = jwks_server(vec![jwk("rsa1.jwk.json")]).await;
+    let config = dir.path().join("ragd.toml");
+    std::fs::write(&config, format!("[auth]\nenabled = true\n[auth.jwt]\njwks_url = \"{}\"\njwks_cooldown_ms = 50\njwks_cache_secs = 1\n[resilience.jwks]\nmax_attempts = 1\n[resilience.jwks.breaker]\nminimum_calls = 100\n", jwks.url)).unwrap();
+    // (The breaker stays closed here: an open one would rightly keep serving the stale key.)
+    let s = Server::start_with(&dir.path().join("data"), &[("RAGD_CONFIG", config.to_str().unwrap()), NO_GENERATOR, ("RAGD_RATE_LIMIT__ENABLED", "false")]);
+    let u = s.url("/api/v1/collections");
+    let rsa1 = EncodingKey::from_rsa_pem(&fixture("rsa1.pem")).unwrap();
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("rsa1".into());
+    let token = jsonwebtoken::encode(&header, &json!({"sub": "ops", "exp": now() + 600, "tenant": "default", "role": "admin"}), &rsa1).unwrap();
+    let status = async || call(&s.http, Method::GET, &u, &Auth::Bearer(&token), None).await;
+    assert_eq!(status().await.0, 200);
+
+    // The provider is down past the cache's lifetime: the key fetched before still verifies.
+    jwks.failing.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(status().await.0, 200, "a stale key serves while the provider cannot be reached");
+
+    // The provider is back and no longer lists the key: it is refused once the cache has expired.
+    *jwks.keys.lock().unwrap() = vec![jwk("rsa2.jwk.json")];
+    jwks.failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (st, b, _) = status().await;
+    assert_eq!((st, b["error"]["code"].as_str()), (401, Some("token_key_unknown")), "{b}");
+}
