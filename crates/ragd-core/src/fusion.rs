@@ -96,20 +96,9 @@ fn side_scores(hits: &[ChunkHit], f: &Fusion, weight: f32) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::Offsets;
 
     fn hit(id: &str, score: f32) -> ChunkHit {
-        ChunkHit {
-            doc_id: id.into(),
-            chunk_id: id.into(),
-            chunk_index: 0,
-            score,
-            title: None,
-            text: String::new(),
-            metadata: Default::default(),
-            heading_path: vec![],
-            offsets: Offsets { char_start: 0, char_end: 0, page: None },
-        }
+        crate::types::test_hit(id, score, "")
     }
 
     fn ids(v: &[ChunkHit]) -> Vec<&str> {

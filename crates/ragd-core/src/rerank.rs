@@ -261,21 +261,7 @@ impl Reranker for BuiltinReranker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::Offsets;
-
-    fn hit(id: &str, score: f32, text: &str) -> ChunkHit {
-        ChunkHit {
-            doc_id: id.into(),
-            chunk_id: id.into(),
-            chunk_index: 0,
-            score,
-            title: None,
-            text: text.into(),
-            metadata: Default::default(),
-            heading_path: vec![],
-            offsets: Offsets { char_start: 0, char_end: 0, page: None },
-        }
-    }
+    use crate::types::test_hit as hit;
 
     struct NoEmbedder;
     #[async_trait]

@@ -209,3 +209,19 @@ pub struct Offsets {
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
+
+/// A search hit for unit tests: `id` is both its document and its chunk id.
+#[cfg(test)]
+pub(crate) fn test_hit(id: &str, score: f32, text: &str) -> ChunkHit {
+    ChunkHit {
+        doc_id: id.into(),
+        chunk_id: id.into(),
+        chunk_index: 0,
+        score,
+        title: None,
+        text: text.into(),
+        metadata: Default::default(),
+        heading_path: vec![],
+        offsets: Offsets { char_start: 0, char_end: 0, page: None },
+    }
+}
