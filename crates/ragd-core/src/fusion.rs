@@ -1,8 +1,8 @@
 //! Hybrid fusion: one ranking from the dense (cosine) and the lexical (BM25) candidates.
 //!
 //! Methods (`search.fusion`):
-//! - `rrf`: weighted reciprocal rank fusion, `w / (rank + k)` summed — uses ranks only, so a
-//!   ranking's confidence (a far-ahead first hit, a flat tail) is thrown away.
+//! - `rrf`: weighted reciprocal rank fusion with Qdrant's formula (`rrf_score`), summed — uses
+//!   ranks only, so a ranking's confidence (a far-ahead first hit, a flat tail) is thrown away.
 //! - `relative`: each side's scores scaled to 0..1 over its candidates (min–max), then a weighted sum.
 //!   Uses how far apart the candidates are, not only their order.
 //! - `dbsf`: distribution-based score fusion: each side's scores standardised by the mean and
@@ -67,13 +67,20 @@ pub fn fuse(r: Rankings, f: &Fusion, limit: usize) -> Vec<ChunkHit> {
         .collect()
 }
 
+/// Weighted reciprocal rank fusion as Qdrant (server and qdrant-edge) computes it: a point at
+/// 0-based position `pos` of a ranking with weight `w` scores `1 / ((pos + 1) / w + k - 1)`; a
+/// weight of 0 silences the ranking. The one formula of every RRF in ragd.
+pub fn rrf_score(pos: usize, weight: f32, k: usize) -> f32 {
+    if weight <= 0.0 { 0.0 } else { 1.0 / ((pos + 1) as f32 / weight + k as f32 - 1.0) }
+}
+
 /// Each candidate's contribution from one side, in the side's order.
 fn side_scores(hits: &[ChunkHit], f: &Fusion, weight: f32) -> Vec<f32> {
     if hits.is_empty() || weight <= 0.0 {
         return vec![0.0; hits.len()];
     }
     match f.method {
-        FusionMethod::Rrf => (0..hits.len()).map(|pos| weight / ((pos + 1) as f32 + f.rrf_k as f32)).collect(),
+        FusionMethod::Rrf => (0..hits.len()).map(|pos| rrf_score(pos, weight, f.rrf_k)).collect(),
         FusionMethod::Relative => {
             let (lo, hi) = hits.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), h| (lo.min(h.score), hi.max(h.score)));
             let span = hi - lo;

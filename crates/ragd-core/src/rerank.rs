@@ -22,6 +22,7 @@ use crate::types::ChunkHit;
 
 /// What a reranker is given: the query, its vector when the search embedded it, and the fused
 /// candidates best first (with their fused scores).
+#[derive(Clone, Copy)]
 pub struct RerankInput<'a> {
     pub query: &'a str,
     pub query_vector: Option<&'a [f32]>,
@@ -168,7 +169,7 @@ impl Reranker for ResilientReranker {
     }
     async fn scores(&self, input: RerankInput<'_>) -> Result<Vec<f32>> {
         let n = input.candidates.len();
-        let scores = self.outbound.call(|| self.inner.scores(RerankInput { ..input })).await?;
+        let scores = self.outbound.call(|| self.inner.scores(input)).await?;
         if scores.len() != n || scores.iter().any(|s| !s.is_finite()) {
             return Err(Error::unavailable("reranker", format!("the reranker returned {} usable scores for {n} passages", scores.len())));
         }
@@ -199,19 +200,10 @@ pub fn apply(hits: Vec<ChunkHit>, scores: &[f32], top_k: usize) -> Vec<ChunkHit>
 /// list item or table row with its headers) covers the query's terms, weighted by their rarity
 /// among the candidates: a passage whose one sentence holds the query's rare words rises above one
 /// that mentions them far apart. docs/retrieval.md has what was tried and measured.
-pub struct BuiltinReranker {
-    #[allow(dead_code)]
-    embedder: Arc<dyn crate::embed::Embedder>,
-}
+pub struct BuiltinReranker;
 
 /// Weight of the best unit's term coverage against the fused score (both 0..1).
 const UNIT_COVERAGE_WEIGHT: f32 = 0.5;
-
-impl BuiltinReranker {
-    pub fn new(embedder: Arc<dyn crate::embed::Embedder>) -> Self {
-        BuiltinReranker { embedder }
-    }
-}
 
 #[async_trait]
 impl Reranker for BuiltinReranker {
@@ -263,20 +255,6 @@ mod tests {
     use super::*;
     use crate::types::test_hit as hit;
 
-    struct NoEmbedder;
-    #[async_trait]
-    impl crate::embed::Embedder for NoEmbedder {
-        fn model_id(&self) -> &str {
-            "none"
-        }
-        fn dimensions(&self) -> usize {
-            1
-        }
-        async fn embed(&self, _: Vec<String>, _: crate::embed::EmbedKind) -> Result<Vec<Vec<f32>>> {
-            Err(Error::internal("not used"))
-        }
-    }
-
     #[test]
     fn apply_reorders_stably_and_keeps_top_k() {
         let hits = vec![hit("a", 0.9, ""), hit("b", 0.8, ""), hit("c", 0.7, "")];
@@ -294,8 +272,7 @@ mod tests {
             hit("together", 0.50, "Harbours are busy in summer. The grey seal colony counted 1,200 animals in 2023."),
             hit("other", 0.10, "Ferries leave twice a day."),
         ];
-        let r = BuiltinReranker::new(Arc::new(NoEmbedder));
-        let s = r.scores(RerankInput { query: "how many grey seals were counted in the colony", query_vector: None, candidates: &hits }).await.unwrap();
+        let s = BuiltinReranker.scores(RerankInput { query: "how many grey seals were counted in the colony", query_vector: None, candidates: &hits }).await.unwrap();
         assert!(s[1] > s[0], "{s:?}");
         assert!(s[0] > s[2], "{s:?}");
     }

@@ -289,7 +289,7 @@ fn rrf(rankings: Vec<Vec<ScoredPoint>>, k: usize, weights: &[f32], limit: usize)
     let mut at: HashMap<String, usize> = HashMap::new();
     for (ranking, &w) in rankings.into_iter().zip(weights) {
         for (pos, mut p) in ranking.into_iter().enumerate() {
-            let score = if w <= 0.0 { 0.0 } else { 1.0 / ((pos + 1) as f32 / w + k as f32 - 1.0) };
+            let score = ragd_core::fusion::rrf_score(pos, w, k);
             let key = id_string(p.id.as_ref());
             match at.get(&key) {
                 Some(&i) => fused[i].score += score,

@@ -184,7 +184,7 @@ pub async fn engine(settings: Settings, answers: bool) -> anyhow::Result<Arc<Eng
     });
     let timeout = Duration::from_millis(settings.embedder.timeout_ms);
     let embedder: Arc<dyn Embedder> = Arc::new(ResilientEmbedder::new(embedder, &settings.resilience.embedder, timeout, observer.clone()));
-    let reranker = reranker(&settings, &embedder, observer.clone())?;
+    let reranker = reranker(&settings, observer.clone())?;
     let generators = if answers { generators(&settings, observer).await? } else { Generators::default() };
     let engine = Engine::new(Parts {
         metrics,
@@ -204,11 +204,11 @@ pub async fn engine(settings: Settings, answers: bool) -> anyhow::Result<Arc<Eng
 }
 
 /// The rerank stage of `rerank.kind`, behind the outbound stack (`None` for `none`).
-fn reranker(settings: &Settings, embedder: &Arc<dyn Embedder>, observer: Arc<dyn BreakerObserver>) -> anyhow::Result<Option<Arc<dyn Reranker>>> {
+fn reranker(settings: &Settings, observer: Arc<dyn BreakerObserver>) -> anyhow::Result<Option<Arc<dyn Reranker>>> {
     let r = &settings.rerank;
     let inner: Arc<dyn Reranker> = match r.kind {
         RerankKind::None => return Ok(None),
-        RerankKind::Builtin => Arc::new(BuiltinReranker::new(embedder.clone())),
+        RerankKind::Builtin => Arc::new(BuiltinReranker),
         RerankKind::Http => Arc::new(HttpReranker::new(HttpRerankerConfig {
             url: r.url.clone().context("rerank.url is required for an http reranker")?,
             format: r.format,
