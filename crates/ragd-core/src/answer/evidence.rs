@@ -279,7 +279,9 @@ fn sentence_spans(text: &str) -> Vec<(usize, usize)> {
         if !matches!(c, '.' | '!' | '?') {
             continue;
         }
-        let Some(&(_, next)) = chars.get(k + 1) else { continue };
+        let Some(&(_, next)) = chars.get(k + 1) else {
+            continue;
+        };
         if !next.is_whitespace() {
             continue;
         }
@@ -325,6 +327,8 @@ pub enum Shape {
     Version,
     Code,
     Phone,
+    /// A number that names something ("the room number", "the part number"): a code or a number.
+    Number,
     /// No single value: the answer is the evidence itself.
     Open,
 }
@@ -342,7 +346,13 @@ pub fn shape(question: &str) -> Shape {
     if q.contains(" what time ") || q.contains(" which time ") || q.contains(" time do ") || q.contains(" time does ") {
         return Shape::Time;
     }
-    if any(&["date", "dated"]) || q.contains(" by when ") || q.contains(" which day ") || q.contains(" what day ") || q.contains(" what year ") || q.contains(" which year ") {
+    if any(&["date", "dated"])
+        || q.contains(" by when ")
+        || q.contains(" which day ")
+        || q.contains(" what day ")
+        || q.contains(" what year ")
+        || q.contains(" which year ")
+    {
         return Shape::Date;
     }
     if any(&["version", "release", "releases"]) && any(&["which", "what"]) {
@@ -353,6 +363,12 @@ pub fn shape(question: &str) -> Shape {
     }
     if any(&["extension", "phone", "telephone", "dial"]) {
         return Shape::Phone;
+    }
+    // "the room number", "the number of the room" — not "the number of people" (a count).
+    static COUNTED: LazyLock<Regex> = LazyLock::new(|| Regex::new(r" number of (?:the|a|an|this|that|its|their|our|your|my) ").expect("regex"));
+    let counts = q.contains(" number of ") && !COUNTED.is_match(&q);
+    if q.contains(" number ") && !counts && !q.contains(" what number ") {
+        return Shape::Number;
     }
     if q.contains(" how long ") {
         return Shape::Duration;
@@ -376,7 +392,8 @@ pub fn shape(question: &str) -> Shape {
     Shape::Open
 }
 
-const MONTHS: &str = "jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?";
+const MONTHS: &str =
+    "jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?";
 const NUMBER_WORDS: &str = "one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|thirty|forty|fifty|sixty|hundred";
 
 static MONEY: LazyLock<Regex> = LazyLock::new(|| {
@@ -385,9 +402,14 @@ static MONEY: LazyLock<Regex> = LazyLock::new(|| {
 static DATE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!(r"(?i)\b(?:\d{{1,2}}(?:st|nd|rd|th)?\s+(?:{MONTHS})\b(?:\s+\d{{4}})?|(?:{MONTHS})\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?|\d{{4}}-\d{{2}}-\d{{2}}|\d{{1,2}}/\d{{1,2}}/\d{{2,4}}|(?:{MONTHS})\s+\d{{4}}|the\s+\d{{1,2}}(?:st|nd|rd|th)|(?:1[5-9]|20)\d{{2}})\b")).expect("regex")
 });
-static TIME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)\b\d{1,2}:\d{2}(?:\s?[ap]\.?m\.?)?\b|\b\d{1,2}\.\d{2}\s?[ap]\.?m\.?|\b\d{1,2}\s?[ap]\.?m\.?|\b(?:noon|midnight)\b").expect("regex"));
+static TIME: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)\b\d{1,2}:\d{2}(?:\s?[ap]\.?m\.?)?\b|\b\d{1,2}\.\d{2}\s?[ap]\.?m\.?|\b\d{1,2}\s?[ap]\.?m\.?|\b(?:noon|midnight)\b").expect("regex")
+});
 static DURATION: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(&format!(r"(?i)\b(?:\d[\d,]*(?:\.\d+)?|{NUMBER_WORDS}|a|an)[\s-]?(?:seconds?|secs?|minutes?|mins?|hours?|hrs?|h|days?|weeks?|months?|years?|shifts?)\b")).expect("regex")
+    Regex::new(&format!(
+        r"(?i)\b(?:\d[\d,]*(?:\.\d+)?|{NUMBER_WORDS}|a|an)[\s-]?(?:seconds?|secs?|minutes?|mins?|hours?|hrs?|h|days?|weeks?|months?|years?|shifts?)\b"
+    ))
+    .expect("regex")
 });
 static NUMBER: LazyLock<Regex> = LazyLock::new(|| Regex::new(&format!(r"(?i)\b\d[\d,]*(?:\.\d+)?%?|\b(?:{NUMBER_WORDS})\b")).expect("regex"));
 static QUANTITY: LazyLock<Regex> = LazyLock::new(|| {
@@ -397,6 +419,8 @@ static VERSION: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)\bv?\d+\.\d+
 static CODE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b[A-Z]{1,4}-?\d{1,5}(?:-[A-Z0-9]+)*\b").expect("regex"));
 // Whole phone numbers first, so the area code of `01632 960000` is not taken for an extension.
 static PHONE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\+?\(?\d[\d ()-]{6,}\d|\b\d{3,5}\b").expect("regex"));
+/// A code (`B03`, `HF-4207-D`), a dotted number (`2.10`) or a plain number.
+static LABEL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b[A-Z]{1,4}-?\d{1,5}(?:-[A-Z0-9]+)*\b|\b\d+(?:\.\d+)+\b|\b\d{1,6}[A-Z]?\b").expect("regex"));
 
 /// The values of the shape's kind in a text, as (byte start, byte end) spans.
 pub fn values(shape: Shape, text: &str) -> Vec<(usize, usize)> {
@@ -410,6 +434,7 @@ pub fn values(shape: Shape, text: &str) -> Vec<(usize, usize)> {
         Shape::Version => &VERSION,
         Shape::Code => &CODE,
         Shape::Phone => &PHONE,
+        Shape::Number => &LABEL,
         Shape::Open => return Vec::new(),
     };
     if shape == Shape::Date {
@@ -429,16 +454,30 @@ fn values_of(re: &Regex, shape: Shape, text: &str) -> Vec<(usize, usize)> {
         .filter(|m| shape == Shape::Code || !text[..m.start()].ends_with(|c: char| c == '-' || c.is_alphabetic()))
         .filter(|m| m.as_str().chars().any(|c| c.is_alphanumeric()))
         // A bare year is not a count or a quantity.
-        .filter(|m| !(matches!(shape, Shape::Count | Shape::Quantity | Shape::Phone) && is_year(m.as_str())))
+        .filter(|m| !(matches!(shape, Shape::Count | Shape::Quantity | Shape::Phone | Shape::Number) && is_year(m.as_str())))
+        // Nor is the tail of a larger number (`100` in `3,100`).
+        .filter(|m| shape == Shape::Code || !after_digit_separator(&text[..m.start()]))
         // Trailing punctuation belongs to the sentence (`£15,`).
         .map(|m| (m.start(), m.start() + m.as_str().trim_end_matches(['.', ',', ';', ':']).len()))
         .filter(|(s, e)| e > s)
         .collect();
+    if matches!(shape, Shape::Count | Shape::Quantity | Shape::Phone | Shape::Number) {
+        // The day, month and time of a date are not counts, quantities or numbers (`5` in
+        // `5 September 2024`, `10` in `10:00`).
+        let dated: Vec<(usize, usize)> = DATE.find_iter(text).chain(TIME.find_iter(text)).map(|m| (m.start(), m.end())).collect();
+        out.retain(|(s, e)| !dated.iter().any(|(a, b)| s < b && a < e));
+    }
     if shape == Shape::Quantity {
         // Quantities must carry a number (the pattern also takes number words).
         out.retain(|(s, e)| text[*s..*e].chars().any(|c| c.is_ascii_digit()) || text[*s..*e].split_whitespace().count() > 1);
     }
     out
+}
+
+/// `before` ends in a digit and a thousands or decimal separator (`3,` of `3,100`).
+fn after_digit_separator(before: &str) -> bool {
+    let mut c = before.chars().rev();
+    matches!((c.next(), c.next()), (Some(',' | '.'), Some(d)) if d.is_ascii_digit())
 }
 
 fn is_year(s: &str) -> bool {
@@ -493,7 +532,8 @@ mod tests {
         let html = parse(SourceKind::Html, html).unwrap();
         let rows = texts(&units(0, &html.text, &[]));
         assert!(rows.contains(&"City: Hamburg; Daily meal allowance: EUR 61; Hotel cap: EUR 180".to_owned()), "html: {rows:?}\n{}", html.text);
-        let md = parse(SourceKind::Markdown, b"# Rates\n\n| City | Daily meal allowance | Hotel cap |\n| --- | --- | --- |\n| Hamburg | EUR 61 | EUR 180 |\n").unwrap();
+        let md = parse(SourceKind::Markdown, b"# Rates\n\n| City | Daily meal allowance | Hotel cap |\n| --- | --- | --- |\n| Hamburg | EUR 61 | EUR 180 |\n")
+            .unwrap();
         let rows = texts(&units(0, &md.text, &[]));
         assert!(rows.contains(&"City: Hamburg; Daily meal allowance: EUR 61; Hotel cap: EUR 180".to_owned()), "md: {rows:?}");
     }
@@ -502,7 +542,15 @@ mod tests {
     fn sentences_and_list_items_are_units_with_offsets() {
         let text = "# Leave\n\nStaff get 27 days. After five years, e.g. in 2029, it rises to 30 days.\n\n- Carry over up to 5 days.\n- Sick leave needs a note\n  from a doctor.";
         let u = units(3, text, &[]);
-        assert_eq!(texts(&u), vec!["Staff get 27 days.", "After five years, e.g. in 2029, it rises to 30 days.", "Carry over up to 5 days.", "Sick leave needs a note from a doctor."]);
+        assert_eq!(
+            texts(&u),
+            vec![
+                "Staff get 27 days.",
+                "After five years, e.g. in 2029, it rises to 30 days.",
+                "Carry over up to 5 days.",
+                "Sick leave needs a note from a doctor."
+            ]
+        );
         for x in &u {
             assert_eq!(x.passage, 3);
             assert_eq!(x.context, vec!["Leave".to_owned()]);
@@ -533,6 +581,14 @@ mod tests {
         assert_eq!(shape("What's the extension for facilities?"), Shape::Phone);
         assert_eq!(shape("What is the maximum flow?"), Shape::Quantity);
         assert_eq!(shape("What does E07 mean?"), Shape::Open);
+        assert_eq!(shape("What is the room number of the room where we met?"), Shape::Number);
+        assert_eq!(shape("What is the part number of the pump head?"), Shape::Number);
+        assert_eq!(shape("What is the number of people on the rota?"), Shape::Open);
+        // Days, times and the tail of a larger number are not counts or extensions.
+        let v = |shape, t: &str| values(shape, t).into_iter().map(|(a, b)| t[a..b].to_owned()).collect::<Vec<_>>();
+        assert!(v(Shape::Number, "Meeting held on Thursday 5 September 2024, 10:00–12:30, in the Boardroom").is_empty());
+        assert_eq!(v(Shape::Phone, "Bottled water: 3,100 litres handed out"), Vec::<String>::new());
+        assert_eq!(v(Shape::Number, "Boardroom 2.10 Second floor"), vec!["2.10"]);
         let t = "Call-out: £42.00 per call-out, at 42 L/h, on 15 October 2024 at 07:00 for 4 hours (v4.0, code W14, ext 4300).";
         let get = |s: Shape| values(s, t).into_iter().map(|(a, b)| t[a..b].to_owned()).collect::<Vec<_>>();
         assert_eq!(get(Shape::Money), vec!["£42.00"]);

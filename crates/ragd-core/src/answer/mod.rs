@@ -31,6 +31,8 @@ const MIN_PASSAGE_TOKENS: usize = 48;
 const EVIDENCE_UNITS: usize = 4;
 /// A generated answer from evidence is one or two sentences.
 const EVIDENCE_ANSWER_TOKENS: usize = 96;
+/// Searches a bridged question makes for the anchor's names.
+const BRIDGE_SEARCHES: usize = 3;
 /// Units scored (and embedded) per question: the default 6 passages give about 50; a request with a
 /// large `top_k` cannot make one question embed more than this.
 const MAX_UNITS: usize = 160;
@@ -172,7 +174,11 @@ pub struct QueryResponse {
 #[derive(Debug)]
 pub enum AnswerEvent {
     /// Every passage given to the generator, numbered, before any token.
-    Retrieval { citations: Vec<Citation>, degraded: Vec<String>, retrieval_query: String },
+    Retrieval {
+        citations: Vec<Citation>,
+        degraded: Vec<String>,
+        retrieval_query: String,
+    },
     Token(String),
     Done(Box<QueryResponse>),
     Error(Error),
@@ -301,11 +307,7 @@ impl ConversationStore for Conversations {
 
 fn validate_conversation_id(id: &str) -> Result<()> {
     let ok = !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid("invalid_conversation_id", "`conversation_id` is 1-128 characters: letters, digits, `-`, `_`, `.`, `:`"))
-    }
+    if ok { Ok(()) } else { Err(Error::invalid("invalid_conversation_id", "`conversation_id` is 1-128 characters: letters, digits, `-`, `_`, `.`, `:`")) }
 }
 
 impl Engine {
@@ -318,12 +320,7 @@ impl Engine {
 
     /// `query` with the conversation given by the caller (the OpenAI-compatible route sends the
     /// whole history with each request) instead of one kept under `conversation_id`.
-    pub async fn query_with_history(
-        self: &Arc<Self>,
-        collection: &str,
-        req: QueryRequest,
-        history: Option<Vec<Turn>>,
-    ) -> Result<mpsc::Receiver<AnswerEvent>> {
+    pub async fn query_with_history(self: &Arc<Self>, collection: &str, req: QueryRequest, history: Option<Vec<Turn>>) -> Result<mpsc::Receiver<AnswerEvent>> {
         let record = self.collection(collection).await?;
         let question = req.question.trim().to_owned();
         if question.is_empty() {
@@ -358,10 +355,23 @@ impl Engine {
         let collection = collection.to_owned();
         // The request's span (with its request id) follows the work onto its own task.
         let span = tracing::Span::current();
-        tokio::spawn(tracing::Instrument::instrument(async move {
-            let job = QueryJob { engine, collection, question, top_k, filter: req.filter, history, generator, conversation_key, conversation_id: req.conversation_id };
-            job.run(tx).await;
-        }, span));
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let job = QueryJob {
+                    engine,
+                    collection,
+                    question,
+                    top_k,
+                    filter: req.filter,
+                    history,
+                    generator,
+                    conversation_key,
+                    conversation_id: req.conversation_id,
+                };
+                job.run(tx).await;
+            },
+            span,
+        ));
         Ok(rx)
     }
 
@@ -403,7 +413,17 @@ impl QueryJob {
         };
         let search = self
             .engine
-            .search(&self.collection, SearchRequest { query: retrieval_query.clone(), top_k: Some(self.top_k), mode: SearchMode::Hybrid, filter: self.filter.clone(), answers_rerank: true, ..Default::default() })
+            .search(
+                &self.collection,
+                SearchRequest {
+                    query: retrieval_query.clone(),
+                    top_k: Some(self.top_k),
+                    mode: SearchMode::Hybrid,
+                    filter: self.filter.clone(),
+                    answers_rerank: true,
+                    ..Default::default()
+                },
+            )
             .await;
         let search = match search {
             Ok(s) => s,
@@ -416,17 +436,39 @@ impl QueryJob {
         timings.search_ms = search.timings.search_ms;
         let mut degraded = search.degraded;
 
-        let passages = number_passages(&search.results);
-        if tx.send(AnswerEvent::Retrieval { citations: passages.clone(), degraded: degraded.clone(), retrieval_query: retrieval_query.clone() }).await.is_err() {
-            return;
-        }
+        let mut results = search.results;
 
         // Evidence: the passages' units, scored for the question.
-        let sel = tokio::select! {
-            s = self.select_evidence(&search.results, search.query_vector.as_deref()) => s,
+        let (mut sel, bridge) = tokio::select! {
+            s = self.select_evidence(&self.question, None, &results, None, search.query_vector.as_deref()) => s,
             _ = tx.closed() => return,
         };
-        let extractive = select::short_answer(&sel).filter(|_| sel.found);
+        // A question that names its subject through another document: follow the anchor's names.
+        let mut via: Option<select::Scored> = None;
+        if let Some(b) = bridge {
+            let followed = tokio::select! {
+                f = self.follow(&b, sel.shape, &results) => f,
+                _ = tx.closed() => return,
+            };
+            if let Some((hop, hits)) = followed {
+                results.extend(hits);
+                sel = hop;
+                // How surely the question's subject was found: the anchor's support (above the
+                // not-found line, or there would be no bridge).
+                sel.confidence = b.anchor.support;
+                sel.ranked.push(b.anchor.clone());
+                via = Some(b.anchor);
+            }
+        }
+        let passages = number_passages(&results);
+        if tx.send(AnswerEvent::Retrieval { citations: passages.clone(), degraded: degraded.clone(), retrieval_query: retrieval_query.clone() }).await.is_err()
+        {
+            return;
+        }
+        let extractive = match &via {
+            Some(anchor) => select::bridged_answer(&sel, anchor),
+            None => select::short_answer(&sel).filter(|_| sel.found),
+        };
         // The units a generator sees and a generated answer is checked against: the best few, by passage.
         let top = sel.best().map(|b| b.support).unwrap_or(0.0);
         let chosen: Vec<&select::Scored> = sel.ranked.iter().filter(|s| s.support >= top - 0.15).take(EVIDENCE_UNITS).collect();
@@ -437,10 +479,18 @@ impl QueryJob {
         let gen_start = Instant::now();
         let mut generated: Option<String> = None;
         let mut generator_failed = false;
-        if extractive.is_some() {
+        // A bridged answer is said extractively: the chain of two passages is the proof.
+        if extractive.is_some() && via.is_none() {
             if let Some(slot) = &self.generator {
-                let (order, hits) = evidence_hits(&search.results, &chosen);
-                let (request, _) = build_request(slot.generator.as_ref(), &self.question, &self.history, &hits, settings.answer.max_tokens.min(EVIDENCE_ANSWER_TOKENS), settings.answer.temperature);
+                let (order, hits) = evidence_hits(&results, &chosen);
+                let (request, _) = build_request(
+                    slot.generator.as_ref(),
+                    &self.question,
+                    &self.history,
+                    &hits,
+                    settings.answer.max_tokens.min(EVIDENCE_ANSWER_TOKENS),
+                    settings.answer.temperature,
+                );
                 match request {
                     Some(request) => {
                         let g = slot.generator.as_ref();
@@ -465,7 +515,9 @@ impl QueryJob {
                                             answer_kind = AnswerKind::Generated;
                                             generated = Some(text);
                                         }
-                                        Some(why) => tracing::info!(generator = g.id(), answer = %one_line(&text), reason = %why, "the generated answer is not supported by its evidence; answering extractively"),
+                                        Some(why) => {
+                                            tracing::info!(generator = g.id(), answer = %one_line(&text), reason = %why, "the generated answer is not supported by its evidence; answering extractively")
+                                        }
                                     }
                                 }
                             }
@@ -527,14 +579,15 @@ impl QueryJob {
             }
         } else {
             for p in passages.iter().filter(|p| cited.contains(&p.n)) {
-                let span = sel.ranked.iter().find(|s| s.unit.passage + 1 == p.n).map(|s| EvidenceSpan { char_start: s.unit.char_start, char_end: s.unit.char_end });
+                let span =
+                    sel.ranked.iter().find(|s| s.unit.passage + 1 == p.n).map(|s| EvidenceSpan { char_start: s.unit.char_start, char_end: s.unit.char_end });
                 citations.push(Citation { evidence: span, ..p.clone() });
             }
             // A value taken from a heading is proven by the passage that holds the heading.
             if let Some(best) = sel.best().filter(|b| b.value_in_context.is_some()) {
                 let heading = best.value_in_context.clone().unwrap_or_default();
                 if !citations.iter().any(|c| c.text.contains(&heading)) {
-                    if let Some(p) = self.heading_passage(&search.results[best.unit.passage], &heading).await {
+                    if let Some(p) = self.heading_passage(&results[best.unit.passage], &heading).await {
                         citations.push(Citation { n: passages.len() + 1, ..p });
                     }
                 }
@@ -580,8 +633,20 @@ impl QueryJob {
     /// Splits the passages into evidence units and scores them for the question, with the
     /// embedder when it answers (lexically otherwise). `query_vector` is the search's own vector of
     /// the retrieval query (the question, or its standalone rewrite): no second embedding of it.
-    async fn select_evidence(&self, hits: &[ChunkHit], query_vector: Option<&[f32]>) -> select::Selection {
-        let units: Vec<evidence::Unit> = hits.iter().enumerate().flat_map(|(i, h)| evidence::units(i, &h.text, &h.heading_path)).take(MAX_UNITS).collect();
+    /// The bridge is looked for on the first search only (`numbers` is `None`).
+    /// `shape`: the kind of value asked for, when not the question's own (a bridge query's).
+    /// `numbers`: each hit's passage index, when not its place in `hits` (a second search's).
+    async fn select_evidence(
+        &self,
+        question: &str,
+        shape: Option<evidence::Shape>,
+        hits: &[ChunkHit],
+        numbers: Option<&[usize]>,
+        query_vector: Option<&[f32]>,
+    ) -> (select::Selection, Option<select::Bridge>) {
+        let number = |i: usize| numbers.map_or(i, |n| n[i]);
+        let units: Vec<evidence::Unit> =
+            hits.iter().enumerate().flat_map(|(i, h)| evidence::units(number(i), &h.text, &h.heading_path)).take(MAX_UNITS).collect();
         let vectors = match query_vector {
             Some(q) if !units.is_empty() => {
                 let t = Instant::now();
@@ -599,13 +664,61 @@ impl QueryJob {
             // Lexical retrieval (the embedder is down): lexical evidence scores too.
             _ => None,
         };
-        let sel = select::select(&self.question, &units, vectors.as_ref().map(|(q, u)| (*q, u.as_slice())));
+        let vectors = vectors.as_ref().map(|(q, u)| (*q, u.as_slice()));
+        let sel = match shape {
+            Some(shape) => select::select_as(shape, question, &units, vectors),
+            None => select::select(question, &units, vectors),
+        };
         if tracing::enabled!(tracing::Level::DEBUG) {
             for s in sel.ranked.iter().take(5) {
-                tracing::debug!(shape = ?sel.shape, support = s.support, score = s.score, passage = s.unit.passage, doc = %hits[s.unit.passage].doc_id, unit = %s.unit.with_context(), "evidence");
+                let doc = (0..hits.len()).find(|i| number(*i) == s.unit.passage).map(|i| hits[i].doc_id.as_str()).unwrap_or_default();
+                tracing::debug!(shape = ?sel.shape, support = s.support, score = s.score, passage = s.unit.passage, doc, unit = %s.unit.with_context(), "evidence");
             }
         }
-        sel
+        let bridge = if numbers.is_none() { select::bridge(question, &units, vectors, &sel) } else { None };
+        (sel, bridge)
+    }
+
+    /// The second search of a bridged question: lexical searches for the anchor's names, their
+    /// passages' units scored for the bridge query, kept when they hold a value of the question's
+    /// kind and name what the anchor names (`select::link`). Returns them with the passages the
+    /// first search had not returned (numbered after its own).
+    async fn follow(&self, bridge: &select::Bridge, shape: evidence::Shape, first: &[ChunkHit]) -> Option<(select::Selection, Vec<ChunkHit>)> {
+        // Lexical searches: names are exact words, and no query needs embedding.
+        let mut found: Vec<ChunkHit> = Vec::new();
+        for query in bridge.queries(BRIDGE_SEARCHES) {
+            let search = self
+                .engine
+                .search(
+                    &self.collection,
+                    SearchRequest { query, top_k: Some(self.top_k), mode: SearchMode::Lexical, filter: self.filter.clone(), ..Default::default() },
+                )
+                .await
+                .ok()?;
+            for h in search.results {
+                if !found.iter().any(|f| f.chunk_id == h.chunk_id) {
+                    found.push(h);
+                }
+            }
+        }
+        // Passages the first search also returned keep their numbers; the others follow.
+        let mut added: Vec<ChunkHit> = Vec::new();
+        let mut numbers: Vec<usize> = Vec::new();
+        for h in &found {
+            match first.iter().position(|f| f.chunk_id == h.chunk_id) {
+                Some(i) => numbers.push(i),
+                None => {
+                    numbers.push(first.len() + added.len());
+                    added.push(h.clone());
+                }
+            }
+        }
+        let (mut sel, _) = self.select_evidence(&bridge.query, Some(shape), &found, Some(&numbers), None).await;
+        // Only units that name what the anchor names are linked to it; the more of its names, the better.
+        select::link(&mut sel, bridge);
+        let linked = sel.best()?;
+        tracing::debug!(query = %bridge.query, anchor = %bridge.anchor.unit.text, unit = %linked.unit.with_context(), support = linked.support, "bridged");
+        Some((sel, added))
     }
 
     /// The chunk before `hit` (up to three back) in its document that holds `heading`.
@@ -623,9 +736,13 @@ impl QueryJob {
     /// The question to search for: the question itself, or with a conversation, a follow-up rewritten
     /// so it stands alone (by the generator; if it cannot, the last question is prepended).
     async fn standalone_question(&self) -> String {
-        let Some(last) = self.history.last() else { return self.question.clone() };
+        let Some(last) = self.history.last() else {
+            return self.question.clone();
+        };
         let fallback = truncate_bytes(&format!("{} {}", truncate_chars(&last.question, 1000), self.question), MAX_QUESTION_BYTES);
-        let Some(slot) = &self.generator else { return fallback };
+        let Some(slot) = &self.generator else {
+            return fallback;
+        };
         let g = &slot.generator;
         let mut conversation = String::new();
         for t in &self.history {
@@ -763,7 +880,8 @@ fn evidence_hits(hits: &[ChunkHit], chosen: &[&select::Scored]) -> (Vec<usize>, 
 fn renumber(text: &str, order: &[usize]) -> String {
     static CITE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| regex::Regex::new(r"\[(\d+(?:,\s*\d+)*)\]").expect("regex"));
     CITE.replace_all(text, |c: &regex::Captures<'_>| {
-        let ns: Vec<String> = c[1].split(',').filter_map(|n| n.trim().parse::<usize>().ok()).filter_map(|n| order.get(n.wrapping_sub(1))).map(usize::to_string).collect();
+        let ns: Vec<String> =
+            c[1].split(',').filter_map(|n| n.trim().parse::<usize>().ok()).filter_map(|n| order.get(n.wrapping_sub(1))).map(usize::to_string).collect();
         format!("[{}]", ns.join(", "))
     })
     .into_owned()
@@ -791,7 +909,6 @@ pub fn fence_safe(text: &str) -> String {
     }
     out
 }
-
 
 /// The longest prefix of `text` within `max` bytes, cut at a character boundary.
 fn truncate_bytes(text: &str, max: usize) -> String {
@@ -869,14 +986,7 @@ pub fn build_request(
         return (None, number_passages(hits));
     }
     let prompt = format!("{OPEN_FENCE}\n{body}{question_part}");
-    let request = GenerationRequest {
-        instructions: INSTRUCTIONS.to_owned(),
-        history: kept_history,
-        prompt,
-        max_tokens,
-        temperature,
-        stop: answer_stops(),
-    };
+    let request = GenerationRequest { instructions: INSTRUCTIONS.to_owned(), history: kept_history, prompt, max_tokens, temperature, stop: answer_stops() };
     (Some(request), number_passages(&used))
 }
 
@@ -895,11 +1005,7 @@ pub fn resolve_citations(answer: &str, passages: usize) -> (String, Vec<usize>) 
             break;
         };
         let inner = &after[..close];
-        let numbers: Option<Vec<usize>> = if inner.trim().is_empty() {
-            None
-        } else {
-            inner.split(',').map(|p| p.trim().parse::<usize>().ok()).collect()
-        };
+        let numbers: Option<Vec<usize>> = if inner.trim().is_empty() { None } else { inner.split(',').map(|p| p.trim().parse::<usize>().ok()).collect() };
         match numbers {
             Some(ns) => {
                 let valid: Vec<usize> = ns.into_iter().filter(|n| (1..=passages).contains(n)).collect();
@@ -958,7 +1064,6 @@ fn append_citation(answer: &str, n: usize) -> String {
         None => format!("{trimmed} [{n}]"),
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -1057,10 +1162,7 @@ mod tests {
 
     #[test]
     fn uncited_answers_are_attributed_to_the_passage_that_holds_them() {
-        let passages = vec![
-            citation(1, "Reciprocal rank fusion uses k = 60 by default."),
-            citation(2, "The catalog is one file under the data folder."),
-        ];
+        let passages = vec![citation(1, "Reciprocal rank fusion uses k = 60 by default."), citation(2, "The catalog is one file under the data folder.")];
         assert_eq!(infer_citation("60.", &passages), Some(1));
         assert_eq!(infer_citation("It is one file in the data folder", &passages), Some(2));
         assert_eq!(infer_citation("President Pedro de la Vega.", &passages), None);

@@ -9,8 +9,11 @@
 //!
 //! "The documents don't say" is decided on the best answering unit's support (dense + lexical,
 //! without the bonuses): below `NOT_FOUND_BELOW` nothing is claimed. The constant is calibrated on
-//! qa-dev (see docs/answers.md): the midpoint between the weakest right answer and the strongest
-//! unanswerable question, rounded down, so that a doubtful answer is shown rather than hidden.
+//! qa-dev (see docs/answers.md): the midpoint, to two decimals, between the strongest unanswerable
+//! question and the weakest question whose best unit is right; re-derive it when the scoring changes.
+//!
+//! A question that reaches its subject through another document (the room where a meeting was held)
+//! gets a `Bridge`: the anchor unit's names, searched again, and `link` picks the unit that names them.
 
 use std::collections::{HashMap, HashSet};
 
@@ -19,9 +22,15 @@ use super::evidence::{self, Shape, Unit};
 /// Weight of the embedder's cosine in a unit's support (the rest is lexical coverage).
 const DENSE_WEIGHT: f32 = 0.55;
 /// Support below which the answer is "the documents don't say".
-pub const NOT_FOUND_BELOW: f32 = 0.42;
+pub const NOT_FOUND_BELOW: f32 = 0.39;
 /// Most that standing out from the other candidates adds to the confidence.
 const MAX_MARGIN: f32 = 0.2;
+/// Weight of a question term found only in the headings above a unit's innermost one.
+const OUTER_WEIGHT: f32 = 0.5;
+/// How far below the best unit a unit still votes for its release (see `vote_releases`).
+const VOTE_WINDOW: f32 = 0.1;
+/// What borrowing its date from a heading costs a unit (see `select_as`).
+const BORROWED_DATE: f32 = 0.05;
 /// Longest extractive answer, in words (a longer unit is cut around its value).
 const MAX_ANSWER_WORDS: usize = 40;
 
@@ -56,14 +65,19 @@ impl Selection {
     /// The values of the question's kind the best unit gives (its own, else its heading's), each
     /// once: the short answer leads with the only one, a generated answer must state one of them.
     pub fn best_values(&self) -> Vec<String> {
-        let Some(b) = self.best() else { return Vec::new() };
+        let Some(b) = self.best() else {
+            return Vec::new();
+        };
         let mut out: Vec<String> = Vec::new();
         let mut push = |v: &str| {
             if !out.iter().any(|o| o == v) {
                 out.push(v.to_owned());
             }
         };
-        for (s, e) in &b.values {
+        // A release's version in the heading owns the unit: the versions its text mentions
+        // ("deprecated since 3.4") are other releases.
+        let owned_by_heading = self.shape == Shape::Version && b.value_in_context.is_some();
+        for (s, e) in b.values.iter().filter(|_| !owned_by_heading) {
             push(&b.unit.text[*s..*e]);
         }
         if let Some(c) = &b.value_in_context {
@@ -76,23 +90,62 @@ impl Selection {
 }
 
 const STOP: &[&str] = &[
-    "a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from", "how", "i", "in", "is", "it", "its", "of", "on",
-    "or", "that", "the", "this", "to", "was", "what", "when", "where", "which", "who", "why", "will", "with", "you", "your", "me", "my",
-    "we", "our", "there", "their", "they", "into", "about", "should", "would", "could", "did", "has", "have", "get", "got", "here", "s",
-    "m", "ve", "ll", "re", "d", "t", "much", "many", "long", "one", "any", "some", "if", "am", "been", "being", "were", "whats", "what's",
-    "going", "supposed", "actually", "allowed", "let", "first", "tell", "say", "said", "mean", "means",
+    "a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from", "how", "i", "in", "is", "it", "its", "of", "on", "or", "that", "the",
+    "this", "to", "was", "what", "when", "where", "which", "who", "why", "will", "with", "you", "your", "me", "my", "we", "our", "there", "their", "they",
+    "into", "about", "should", "would", "could", "did", "has", "have", "get", "got", "here", "s", "m", "ve", "ll", "re", "d", "t", "much", "many", "long",
+    "one", "any", "some", "if", "am", "been", "being", "were", "whats", "what's", "going", "supposed", "actually", "allowed", "let", "first", "tell", "say",
+    "said", "mean", "means",
 ];
 
 /// Lower-cased content words, crudely stemmed so `administrators` meets `administrator` and
-/// `released` meets `release`.
+/// `released` meets `release`. Units of measure are spelled out (`42 L/h` holds `per` and `hour`,
+/// as "per hour" does) and words for the largest and smallest meet (`most` = `maximum`).
 pub fn terms(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
+    let spelled = spell_units(text);
+    spelled
+        .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .map(str::to_lowercase)
         .filter(|w| !STOP.contains(&w.as_str()))
         .filter(|w| w.chars().count() > 1 || w.chars().all(|c| c.is_ascii_digit()))
-        .map(|w| stem(&w))
+        .map(|w| canonical(stem(&w)))
         .collect()
+}
+
+/// `L/h` → `L per hour`, `mph` → `miles per hour`: rates written as symbols read as words.
+fn spell_units(text: &str) -> std::borrow::Cow<'_, str> {
+    static RATE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(?i)/(h|hr|hrs|hour|d|day|wk|week|mo|month|yr|year|annum|min|s|sec)\b|\b(mph|kph|rpm)\b").expect("regex")
+    });
+    if !RATE.is_match(text) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    RATE.replace_all(text, |c: &regex::Captures<'_>| {
+        let unit = c.get(1).or_else(|| c.get(2)).map(|m| m.as_str().to_lowercase()).unwrap_or_default();
+        match unit.as_str() {
+            "h" | "hr" | "hrs" | "hour" => " per hour",
+            "d" | "day" => " per day",
+            "wk" | "week" => " per week",
+            "mo" | "month" => " per month",
+            "yr" | "year" | "annum" => " per year",
+            "min" => " per minute",
+            "s" | "sec" => " per second",
+            "mph" => "miles per hour",
+            "kph" => "kilometres per hour",
+            "rpm" => "revolutions per minute",
+            _ => " ",
+        }
+        .to_owned()
+    })
+}
+
+/// One word for the largest and one for the smallest.
+fn canonical(w: String) -> String {
+    match w.as_str() {
+        "most" | "max" | "highest" | "greatest" | "largest" | "upper" => "maximum".to_owned(),
+        "least" | "min" | "lowest" | "smallest" | "fewest" => "minimum".to_owned(),
+        _ => w,
+    }
 }
 
 fn stem(w: &str) -> String {
@@ -100,6 +153,13 @@ fn stem(w: &str) -> String {
         return w.to_owned();
     }
     let n = w.chars().count();
+    // automatically → automatic, manually → manual
+    if n > 7 && w.ends_with("ically") {
+        return w[..w.len() - 4].to_owned();
+    }
+    if n > 6 && w.ends_with("ally") {
+        return w[..w.len() - 2].to_owned();
+    }
     for suffix in ["ing", "ed", "es", "s"] {
         if n > suffix.len() + 3 && w.ends_with(suffix) {
             return w[..w.len() - suffix.len()].to_owned();
@@ -124,17 +184,20 @@ pub fn select(question: &str, units: &[Unit], vectors: Option<(&[f32], &[Vec<f32
     sel
 }
 
-fn select_as(shape: Shape, question: &str, units: &[Unit], vectors: Option<(&[f32], &[Vec<f32>])>) -> Selection {
+pub fn select_as(shape: Shape, question: &str, units: &[Unit], vectors: Option<(&[f32], &[Vec<f32>])>) -> Selection {
     let q_terms: Vec<String> = {
         let mut seen = HashSet::new();
         terms(question).into_iter().filter(|t| seen.insert(t.clone())).collect()
     };
     let q_ids = evidence::identifiers(question);
     let unit_terms: Vec<HashSet<String>> = units.iter().map(|u| terms(&u.with_context()).into_iter().collect()).collect();
+    // The headings above the innermost one (the document's title, its section): they say what the
+    // unit is about, so their words count, at half weight (every unit under them shares them).
+    let outer_terms: Vec<HashSet<String>> = units.iter().map(|u| u.context.iter().rev().skip(1).flat_map(|c| terms(c)).collect()).collect();
     let n = units.len().max(1) as f32;
     let mut df: HashMap<&str, usize> = HashMap::new();
     for t in &q_terms {
-        df.insert(t, unit_terms.iter().filter(|s| s.contains(t)).count());
+        df.insert(t, unit_terms.iter().zip(&outer_terms).filter(|(s, o)| s.contains(t) || o.contains(t)).count());
     }
     // A term no unit holds weighs as much as the rarest term that is held: questions paraphrase.
     let idf = |t: &str| (1.0 + n / (df[t].max(1) as f32 + 0.5)).ln();
@@ -159,7 +222,19 @@ fn select_as(shape: Shape, question: &str, units: &[Unit], vectors: Option<(&[f3
     let q_norm = question.to_lowercase();
     let mut ranked: Vec<Scored> = Vec::new();
     for (i, u) in units.iter().enumerate() {
-        let lex = q_terms.iter().filter(|t| unit_terms[i].contains(*t)).map(|t| idf(t)).sum::<f32>() / total;
+        let lex = q_terms
+            .iter()
+            .map(|t| {
+                if unit_terms[i].contains(t) {
+                    idf(t)
+                } else if outer_terms[i].contains(t) {
+                    OUTER_WEIGHT * idf(t)
+                } else {
+                    0.0
+                }
+            })
+            .sum::<f32>()
+            / total;
         let support = match vectors {
             Some((q, vs)) => DENSE_WEIGHT * cosine(q, &vs[i]) + (1.0 - DENSE_WEIGHT) * lex,
             None => lex,
@@ -202,18 +277,221 @@ fn select_as(shape: Shape, question: &str, units: &[Unit], vectors: Option<(&[f3
             continue;
         }
         let mut score = support + 0.04 / (1 + u.passage) as f32;
+        if shape == Shape::Date && vals.is_empty() && value_in_context.is_some() {
+            // A date the unit borrows from its section heading (the release it is listed under) is
+            // weaker evidence than a date a unit states itself (a due date in an action's row).
+            score -= BORROWED_DATE;
+        }
         if names_other {
             score -= 0.15;
         }
         ranked.push(Scored { unit: u.clone(), support: if names_other { support - 0.15 } else { support }, score, values: vals, value_in_context });
     }
     ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+    if shape == Shape::Version {
+        vote_releases(&mut ranked);
+    }
     // Confidence: the best unit's support plus how far it stands out from the next unit that could
     // answer (capped), so a unit that alone fits the question counts even when its wording differs.
     let best = ranked.first().map(|s| s.support).unwrap_or(0.0);
     let next = ranked.iter().skip(1).map(|s| s.support).fold(0.0f32, f32::max);
     let confidence = best + (best - next).clamp(0.0, MAX_MARGIN);
     Selection { shape, found: confidence >= NOT_FOUND_BELOW, confidence, ranked }
+}
+
+/// Which release did something: each unit votes for the release it answers with (its heading's,
+/// else its own first version). Units close to the best (within `VOTE_WINDOW`) count, the best of a
+/// release fully and its second at half, so two units under "4.0" (`Removed: Legacy CSV export`,
+/// `Upgrade notes: … the legacy CSV export stop working`) outweigh one slightly better unit under
+/// "3.4" (`Deprecated: Legacy CSV export`). The winning release's best unit goes first.
+fn vote_releases(ranked: &mut Vec<Scored>) {
+    let Some(top) = ranked.first().map(|s| s.score) else {
+        return;
+    };
+    let release = |s: &Scored| -> Option<String> {
+        match &s.value_in_context {
+            Some(c) => evidence::values(Shape::Version, c).first().map(|(a, b)| c[*a..*b].trim_start_matches(['v', 'V']).to_owned()),
+            None => s.values.first().map(|(a, b)| s.unit.text[*a..*b].trim_start_matches(['v', 'V']).to_owned()),
+        }
+    };
+    let mut tally: Vec<(String, f32, usize, usize)> = Vec::new(); // release, votes, units, best index
+    for (i, s) in ranked.iter().enumerate().filter(|(_, s)| s.score >= top - VOTE_WINDOW) {
+        let Some(r) = release(s) else { continue };
+        match tally.iter_mut().find(|t| t.0 == r) {
+            Some(t) if t.2 == 1 => {
+                t.1 += 0.5 * s.score;
+                t.2 += 1;
+            }
+            Some(_) => {}
+            None => tally.push((r, s.score, 1, i)),
+        }
+    }
+    if let Some(win) = tally.iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
+        let best = ranked.remove(win.3);
+        ranked.insert(0, best);
+    }
+}
+
+/// A second search for a question that names what it asks about only through something else ("the
+/// room where the committee met", "the person responsible for the action"): the unit that best
+/// matches the question's description (the anchor) holds no value of the asked kind, but names the
+/// thing that has it. `names` are the anchor's names the question does not use (capitalised words
+/// and codes, not dates); `query` is them with the question's words the anchor does not hold.
+#[derive(Debug, Clone)]
+pub struct Bridge {
+    pub anchor: Scored,
+    pub names: Vec<String>,
+    /// The question's words the anchor does not hold, and the identifiers the question names.
+    pub rest: String,
+    pub query: String,
+}
+
+impl Bridge {
+    /// One lexical query per name (the most specific names first): a name shared by many passages
+    /// (a building) must not crowd out the rare one (a room) in a single query.
+    pub fn queries(&self, max: usize) -> Vec<String> {
+        let mut names: Vec<&String> = self.names.iter().collect();
+        names.sort_by_key(|n| std::cmp::Reverse(terms(n).len()));
+        names.into_iter().take(max).map(|n| format!("{n} {}", self.rest)).collect()
+    }
+}
+
+/// How much better the anchor must match the question than the best unit holding a value.
+const BRIDGE_LEAD: f32 = 0.1;
+/// Most names a bridge query carries.
+const BRIDGE_NAMES: usize = 6;
+
+/// The bridge for `sel` (scored from the same `units` and `vectors`), when the question needs one.
+pub fn bridge(question: &str, units: &[Unit], vectors: Option<(&[f32], &[Vec<f32>])>, sel: &Selection) -> Option<Bridge> {
+    if sel.shape == Shape::Open {
+        return None;
+    }
+    let open = select_as(Shape::Open, question, units, vectors);
+    let anchor = open.ranked.first()?;
+    // The anchor must be what the question is about, clearly more than any unit holding a value,
+    // and must not hold a value itself (then the answer is right there).
+    let best_value = sel.best().map(|b| b.support).unwrap_or(0.0);
+    if anchor.support < NOT_FOUND_BELOW || anchor.support < best_value + BRIDGE_LEAD {
+        return None;
+    }
+    if !evidence::values(sel.shape, &anchor.unit.text).is_empty() {
+        return None;
+    }
+    let q_words: HashSet<String> = terms(question).into_iter().collect();
+    let names: Vec<String> = names(&anchor.unit.text).into_iter().filter(|n| terms(n).iter().any(|t| !q_words.contains(t))).take(BRIDGE_NAMES).collect();
+    if names.is_empty() {
+        return None;
+    }
+    let held: HashSet<String> = terms(&anchor.unit.with_context()).into_iter().chain(anchor.unit.context.iter().flat_map(|c| terms(c))).collect();
+    let mut rest: Vec<String> = Vec::new();
+    for w in question.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+        let t = terms(w);
+        if !t.is_empty() && t.iter().all(|t| !held.contains(t)) && !rest.iter().any(|r| r.eq_ignore_ascii_case(w)) {
+            rest.push(w.to_owned());
+        }
+    }
+    // The identifiers the question names keep the second search's units about the same release or code.
+    for id in evidence::identifiers(question) {
+        if !rest.contains(&id) {
+            rest.push(id);
+        }
+    }
+    let rest = rest.join(" ");
+    let query = format!("{} {rest}", names.join(" "));
+    Some(Bridge { anchor: anchor.clone(), names, rest, query })
+}
+
+/// Names in a text: runs of capitalised words and codes that do not start a sentence, a cell's
+/// label (`Owner:`) or a date (month and day names).
+fn names(text: &str) -> Vec<String> {
+    const CALENDAR: &[&str] = &[
+        "january",
+        "february",
+        "march",
+        "april",
+        "may",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+    ];
+    let mut out: Vec<String> = Vec::new();
+    let mut run: Vec<&str> = Vec::new();
+    let mut sentence_start = true;
+    let flush = |run: &mut Vec<&str>, out: &mut Vec<String>| {
+        if !run.is_empty() {
+            let n = run.join(" ");
+            if !out.contains(&n) {
+                out.push(n);
+            }
+            run.clear();
+        }
+    };
+    // A table row's labels (`Owner: `) are its headers, not names.
+    static LABEL: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| regex::Regex::new(r"(?:^|;\s*)[^:;]{1,40}:\s").expect("regex"));
+    let text = LABEL.replace_all(text, "; ");
+    for raw in text.split_whitespace() {
+        let word = raw.trim_matches(|c: char| !c.is_alphanumeric());
+        let label = raw.ends_with(':');
+        let capital = word.chars().next().is_some_and(char::is_uppercase);
+        let calendar = CALENDAR.contains(&word.to_lowercase().as_str());
+        if capital && !sentence_start && !label && !calendar && word.chars().count() > 1 {
+            run.push(word);
+        } else {
+            flush(&mut run, &mut out);
+        }
+        if raw.ends_with([',', ';', ')', '(']) || raw.starts_with('(') {
+            flush(&mut run, &mut out);
+        }
+        sentence_start = raw.ends_with(['.', '!', '?']) && !raw.ends_with("..");
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
+/// Keeps the units of a bridge's second search that hold one of the anchor's names whole (not the
+/// anchor itself), best linked first, then by score. A unit's link is, for each name, the share of
+/// the name's words it holds times the name's rarity among these units: `Boardroom` in one row
+/// links more surely than `Millrace House` in the caption over every row.
+pub fn link(sel: &mut Selection, bridge: &Bridge) {
+    let name_terms: Vec<Vec<String>> = bridge.names.iter().map(|n| terms(n)).filter(|t| !t.is_empty()).collect();
+    let anchor = &bridge.anchor.unit;
+    let held: Vec<HashSet<String>> =
+        sel.ranked.iter().map(|s| terms(&s.unit.with_context()).into_iter().chain(s.unit.context.iter().flat_map(|c| terms(c))).collect()).collect();
+    let whole = |h: &HashSet<String>, n: &[String]| n.iter().all(|t| h.contains(t));
+    let n = held.len().max(1) as f32;
+    let rarity: Vec<f32> = name_terms.iter().map(|nt| (1.0 + n / (held.iter().filter(|h| whole(h, nt)).count() as f32 + 0.5)).ln()).collect();
+    let mut kept: Vec<(f32, Scored)> = sel
+        .ranked
+        .drain(..)
+        .zip(&held)
+        .filter(|(s, _)| !(s.unit.passage == anchor.passage && s.unit.char_start == anchor.char_start))
+        .filter(|(_, h)| name_terms.iter().any(|nt| whole(h, nt)))
+        .map(|(s, h)| {
+            let link = name_terms.iter().zip(&rarity).map(|(nt, r)| r * nt.iter().filter(|t| h.contains(*t)).count() as f32 / nt.len() as f32).sum();
+            (link, s)
+        })
+        .collect();
+    kept.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.score.total_cmp(&a.1.score)));
+    sel.ranked = kept.into_iter().map(|(_, s)| s).collect();
+}
+
+/// The answer of a bridged question: the value from the second passage, then the anchor that
+/// leads there, both cited.
+pub fn bridged_answer(sel: &Selection, anchor: &Scored) -> Option<String> {
+    let first = short_answer(sel)?;
+    let link = crop(&anchor.unit.text, None, MAX_ANSWER_WORDS / 2);
+    Some(format!("{first} (via: {} [{}])", link.trim_end_matches('.'), anchor.unit.passage + 1))
 }
 
 /// The extractive answer for a found selection: the value first when the unit holds exactly one,
@@ -376,5 +654,74 @@ mod tests {
         assert!(ungrounded("The call-out rate is £45.00 per call-out [1].", &ev, &[], None).unwrap().contains("45.00"));
         assert!(ungrounded("You get paid overtime for every weekend shift and holidays.", &ev, &[], None).is_some());
         assert!(ungrounded("The rate is per call-out [1].", &ev, &v, None).is_some());
+    }
+
+    #[test]
+    fn rates_and_superlatives_read_as_words() {
+        let t = terms("Maximum flow rate 42 L/h at 10 bar; speed limit 10 mph");
+        for w in ["maximum", "per", "hour", "mile"] {
+            assert!(t.contains(&w.to_owned()), "{w} in {t:?}");
+        }
+        assert!(terms("the most the pump can deliver per hour").contains(&"maximum".to_owned()));
+        assert_eq!(terms("sent automatically"), terms("sent automatic"));
+        // `n/a` is not a rate.
+        assert!(!terms("n/a").contains(&"per".to_owned()));
+    }
+
+    #[test]
+    fn a_release_named_by_more_of_its_notes_wins_the_vote() {
+        let units = vec![
+            unit(0, "Legacy CSV export.", &["Release notes", "HydroLog 3.4 — released 12 February 2024", "Deprecated"]),
+            unit(1, "Legacy CSV export, deprecated since 3.4.", &["Release notes", "HydroLog 4.0 — released 14 October 2024", "Removed"]),
+            unit(
+                1,
+                "Scheduled jobs that used the legacy CSV export stop working with this release.",
+                &["Release notes", "HydroLog 4.0 — released 14 October 2024", "Upgrade notes"],
+            ),
+        ];
+        let sel = select("In which HydroLog version did the old CSV export go away?", &units, None);
+        assert_eq!(sel.shape, Shape::Version);
+        assert_eq!(sel.best_values(), vec!["4.0".to_owned()], "{sel:?}");
+        assert!(short_answer(&sel).unwrap().starts_with("HydroLog 4.0"));
+    }
+
+    #[test]
+    fn a_question_about_a_place_named_elsewhere_is_bridged_to_its_number() {
+        let q = "What is the room number of the room where the operations committee met in September 2024?";
+        let hop1 = vec![
+            unit(0, "Meeting held on Thursday 5 September 2024, 10:00–12:30, in the Boardroom, Millrace House", &["Operations Committee — Minutes"]),
+            unit(0, "In attendance for item 3: Imogen Thackeray (Asset Data Lead).", &["Operations Committee — Minutes"]),
+        ];
+        let sel = select(q, &hop1, None);
+        assert_eq!(sel.shape, Shape::Number);
+        let b = bridge(q, &hop1, None, &sel).expect("a bridge");
+        assert!(b.names.contains(&"Boardroom".to_owned()) && b.names.contains(&"Millrace House".to_owned()), "{b:?}");
+        assert!(!b.names.iter().any(|n| n == "Thursday" || n == "September"), "{b:?}");
+        assert!(b.rest.contains("room") && b.rest.contains("number"), "{b:?}");
+        // The second search: the row naming the rare name links, not the rows under a caption
+        // naming the common one, and never the anchor itself.
+        let hop2 = vec![
+            unit(1, "Security office G04 ID badges and access cards", &["Table 1 — Main rooms at Millrace House"]),
+            unit(1, "Staff canteen G12 Ground floor", &["Table 1 — Main rooms at Millrace House"]),
+            unit(2, "Boardroom 2.10 Second floor; seats 18; book through Facilities", &[]),
+            unit(3, "Parking at the depot: 40 spaces.", &[]),
+        ];
+        let mut sel2 = select_as(sel.shape, &b.query, &hop2, None);
+        link(&mut sel2, &b);
+        assert!(sel2.ranked.iter().all(|s| s.unit.passage != 3), "{sel2:?}");
+        let a = bridged_answer(&sel2, &b.anchor).unwrap();
+        assert!(a.starts_with("Boardroom 2.10") && a.contains("[3]") && a.contains("(via: Meeting held") && a.ends_with("[1])"), "{a}");
+    }
+
+    #[test]
+    fn no_bridge_when_the_best_match_holds_the_value_or_nothing_matches() {
+        let q = "What extension do I dial for the Facilities team?";
+        let units = vec![unit(0, "Team or service: Facilities; Contact: Joaquín Ferreira; Extension: 4300", &["Who to contact"])];
+        let sel = select(q, &units, None);
+        assert!(bridge(q, &units, None, &sel).is_none());
+        let units = vec![unit(0, "Compassionate leave: up to 5 days of paid leave, agreed with People & Payroll.", &["Other leave"])];
+        let q = "What extension does the legal team have?";
+        let sel = select(q, &units, None);
+        assert!(bridge(q, &units, None, &sel).is_none(), "an anchor that does not match the question is no bridge");
     }
 }
