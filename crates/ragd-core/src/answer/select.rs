@@ -8,7 +8,8 @@
 //! says which units can answer: one that holds no value of that kind cannot.
 //!
 //! "The documents don't say" is decided on the best answering unit's support (dense + lexical,
-//! without the bonuses): below `NOT_FOUND_BELOW` nothing is claimed. The constant is calibrated on
+//! without the bonuses): below `NOT_FOUND_BELOW` (`NOT_FOUND_BELOW_OPEN` when no kind of value is
+//! asked for) nothing is claimed. The constant is calibrated on
 //! qa-dev (see docs/answers.md): the midpoint, to two decimals, between the strongest unanswerable
 //! question and the weakest question whose best unit is right; re-derive it when the scoring changes.
 //!
@@ -21,8 +22,13 @@ use super::evidence::{self, Shape, Unit};
 
 /// Weight of the embedder's cosine in a unit's support (the rest is lexical coverage).
 const DENSE_WEIGHT: f32 = 0.55;
-/// Support below which the answer is "the documents don't say".
+/// Confidence below which the answer is "the documents don't say", for a question that asks for a
+/// kind of value (a unit must hold one to answer at all).
 pub const NOT_FOUND_BELOW: f32 = 0.39;
+/// The same line for a question no kind of value answers ("who…", "what does E07 mean"): no value
+/// filter stands between a loosely related sentence and the answer, so it needs more support.
+pub const NOT_FOUND_BELOW_OPEN: f32 = 0.42;
+
 /// Most that standing out from the other candidates adds to the confidence.
 const MAX_MARGIN: f32 = 0.2;
 /// Weight of a question term found only in the headings above a unit's innermost one.
@@ -33,6 +39,11 @@ const VOTE_WINDOW: f32 = 0.1;
 const BORROWED_DATE: f32 = 0.05;
 /// Longest extractive answer, in words (a longer unit is cut around its value).
 const MAX_ANSWER_WORDS: usize = 40;
+
+/// The not-found line for a question of this shape.
+pub fn not_found_below(shape: Shape) -> f32 {
+    if shape == Shape::Open { NOT_FOUND_BELOW_OPEN } else { NOT_FOUND_BELOW }
+}
 
 #[derive(Debug, Clone)]
 pub struct Scored {
@@ -296,7 +307,7 @@ pub fn select_as(shape: Shape, question: &str, units: &[Unit], vectors: Option<(
     let best = ranked.first().map(|s| s.support).unwrap_or(0.0);
     let next = ranked.iter().skip(1).map(|s| s.support).fold(0.0f32, f32::max);
     let confidence = best + (best - next).clamp(0.0, MAX_MARGIN);
-    Selection { shape, found: confidence >= NOT_FOUND_BELOW, confidence, ranked }
+    Selection { shape, found: confidence >= not_found_below(shape), confidence, ranked }
 }
 
 /// Which release did something: each unit votes for the release it answers with (its heading's,
@@ -371,10 +382,21 @@ pub fn bridge(question: &str, units: &[Unit], vectors: Option<(&[f32], &[Vec<f32
     // The anchor must be what the question is about, clearly more than any unit holding a value,
     // and must not hold a value itself (then the answer is right there).
     let best_value = sel.best().map(|b| b.support).unwrap_or(0.0);
-    if anchor.support < NOT_FOUND_BELOW || anchor.support < best_value + BRIDGE_LEAD {
+    if anchor.support < NOT_FOUND_BELOW_OPEN || anchor.support < best_value + BRIDGE_LEAD {
         return None;
     }
     if !evidence::values(sel.shape, &anchor.unit.text).is_empty() {
+        return None;
+    }
+    let held: HashSet<String> = terms(&anchor.unit.with_context()).into_iter().chain(anchor.unit.context.iter().flat_map(|c| terms(c))).collect();
+    // It must be about what the question names (a product, a place): a unit about a neighbour
+    // would lead to the neighbour's value.
+    if names(question).iter().any(|n| !terms(n).iter().all(|t| held.contains(t))) {
+        return None;
+    }
+    // A unit that says the thing is not there ("revenue was not discussed") answers by itself;
+    // following its names would find some other value.
+    if says_none(&anchor.unit.text) {
         return None;
     }
     let q_words: HashSet<String> = terms(question).into_iter().collect();
@@ -382,7 +404,6 @@ pub fn bridge(question: &str, units: &[Unit], vectors: Option<(&[f32], &[Vec<f32
     if names.is_empty() {
         return None;
     }
-    let held: HashSet<String> = terms(&anchor.unit.with_context()).into_iter().chain(anchor.unit.context.iter().flat_map(|c| terms(c))).collect();
     let mut rest: Vec<String> = Vec::new();
     for w in question.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
         let t = terms(w);
@@ -399,6 +420,13 @@ pub fn bridge(question: &str, units: &[Unit], vectors: Option<(&[f32], &[Vec<f32
     let rest = rest.join(" ");
     let query = format!("{} {rest}", names.join(" "));
     Some(Bridge { anchor: anchor.clone(), names, rest, query })
+}
+
+/// The text denies or lacks something: `not`, `no`, `never`, `none`, `n't`, `without`.
+fn says_none(text: &str) -> bool {
+    text.split(|c: char| !c.is_alphanumeric() && c != '\'' && c != '’')
+        .map(|w| w.to_lowercase())
+        .any(|w| matches!(w.as_str(), "not" | "no" | "never" | "none" | "nothing" | "without") || w.ends_with("n't") || w.ends_with("n’t"))
 }
 
 /// Names in a text: runs of capitalised words and codes that do not start a sentence, a cell's
@@ -723,5 +751,20 @@ mod tests {
         let q = "What extension does the legal team have?";
         let sel = select(q, &units, None);
         assert!(bridge(q, &units, None, &sel).is_none(), "an anchor that does not match the question is no bridge");
+    }
+
+    #[test]
+    fn no_bridge_from_an_anchor_about_a_neighbour_or_saying_there_is_none() {
+        let other = unit(2, "Boardroom 2.10 Second floor; seats 18", &["Rooms at Millrace House"]);
+        // The question names Hollins; the best match is about Millrace House.
+        let q = "What is the room number of the room where the Hollins committee met in September 2024?";
+        let units = vec![unit(0, "The committee met on Thursday 5 September 2024 in the Boardroom, Millrace House", &["Minutes"]), other.clone()];
+        let sel = select(q, &units, None);
+        assert!(bridge(q, &units, None, &sel).is_none());
+        // The minutes say the figure was not discussed: no other document's figure is the answer.
+        let q = "What revenue figure did the committee agree in September 2024?";
+        let units = vec![unit(0, "Revenue for the year was not discussed at the September 2024 meeting of the Finance Committee", &["Minutes"]), other];
+        let sel = select(q, &units, None);
+        assert!(bridge(q, &units, None, &sel).is_none());
     }
 }
