@@ -40,6 +40,22 @@ fn events(rx: mpsc::Receiver<AnswerEvent>) -> impl Stream<Item = AnswerEvent> + 
     })
 }
 
+/// The whole answer to `req` on the collection the caller calls `name` (also the MCP `ask` tool's).
+pub(crate) async fn answer(st: &AppState, p: &Principal, name: &str, req: QueryRequest) -> Result<QueryResponse, ApiError> {
+    let name = visible(st, p, name, Role::Read).await?.name;
+    let rx = st.engine.query(&name, req).await?;
+    let mut events = Box::pin(events(rx));
+    use futures::StreamExt;
+    while let Some(event) = events.next().await {
+        match event {
+            AnswerEvent::Done(r) => return Ok(*r),
+            AnswerEvent::Error(e) => return Err(ApiError(e)),
+            AnswerEvent::Retrieval { .. } | AnswerEvent::Token(_) => {}
+        }
+    }
+    Err(ApiError(Error::internal("the answer ended without a result")))
+}
+
 fn error_json(e: &Error) -> Value {
     // The same body and codes as an HTTP error, so clients share one error path.
     let mut body = json!({"error": {"code": e.code(), "message": public_message(e)}});
@@ -59,21 +75,11 @@ pub async fn query(
     ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<QueryRequest>,
 ) -> ApiResult<Response> {
-    let name = visible(&st, &p, &name, Role::Read).await?.name;
-    let stream = req.stream;
-    let rx = st.engine.query(&name, req).await?;
-    if !stream {
-        let mut events = Box::pin(events(rx));
-        use futures::StreamExt;
-        while let Some(event) = events.next().await {
-            match event {
-                AnswerEvent::Done(r) => return Ok(axum::Json(*r).into_response()),
-                AnswerEvent::Error(e) => return Err(ApiError(e)),
-                AnswerEvent::Retrieval { .. } | AnswerEvent::Token(_) => {}
-            }
-        }
-        return Err(ApiError(Error::internal("the answer ended without a result")));
+    if !req.stream {
+        return Ok(axum::Json(answer(&st, &p, &name, req).await?).into_response());
     }
+    let name = visible(&st, &p, &name, Role::Read).await?.name;
+    let rx = st.engine.query(&name, req).await?;
     use futures::StreamExt;
     let sse = events(rx).map(|event| {
         let e = match event {

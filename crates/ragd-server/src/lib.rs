@@ -9,6 +9,7 @@ pub mod gateway;
 mod health;
 mod jwt;
 mod keys;
+mod mcp;
 mod metrics;
 mod openapi;
 mod routes;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub gateway: Arc<Gateway>,
     pub started: std::time::Instant,
+    /// Open MCP sessions (`/mcp`).
+    pub mcp: Arc<mcp::Sessions>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -56,7 +59,7 @@ pub fn router(engine: Arc<Engine>, gateway: Arc<Gateway>) -> Router {
     let json_limit = usize::try_from(engine.settings().limits.json_body_bytes).unwrap_or(usize::MAX);
     let cors = gateway::cors(&engine.settings().cors);
     let tls = engine.settings().tls.cert_file.is_some();
-    let state = AppState { engine, gateway, started: std::time::Instant::now() };
+    let state = AppState { engine, gateway, started: std::time::Instant::now(), mcp: Arc::default() };
     let api = Router::new()
         .route("/status", get(health::status))
         .route("/keys", post(keys::create).get(keys::list))
@@ -82,6 +85,7 @@ pub fn router(engine: Arc<Engine>, gateway: Arc<Gateway>) -> Router {
         .nest("/api/v1", api)
         .route("/v1/chat/completions", post(answers::chat_completions))
         .route("/v1/models", get(answers::list_models))
+        .route("/mcp", post(mcp::post).get(mcp::get).delete(mcp::delete))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready_public))
         .route("/", get(ui::index))
@@ -108,7 +112,7 @@ pub fn router(engine: Arc<Engine>, gateway: Arc<Gateway>) -> Router {
 
 /// The admin application: `/metrics` and the health routes, for the admin listener.
 pub fn admin_router(engine: Arc<Engine>, gateway: Arc<Gateway>) -> Router {
-    let state = AppState { engine, gateway, started: std::time::Instant::now() };
+    let state = AppState { engine, gateway, started: std::time::Instant::now(), mcp: Arc::default() };
     let router = Router::new()
         .route("/metrics", get(health::metrics))
         .route("/health/live", get(health::live))

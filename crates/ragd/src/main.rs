@@ -11,6 +11,7 @@ mod cluster;
 mod eval;
 mod eval_answers;
 mod ingest;
+mod mcp_stdio;
 mod keys;
 mod snapshot;
 
@@ -61,6 +62,11 @@ enum Command {
     Search(SearchArgs),
     /// Ask a question: the answer streams in as it is written, then its sources are listed.
     Ask(AskArgs),
+    /// A running server's MCP tools over stdio (for desktop clients that launch a command).
+    Mcp {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -294,6 +300,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config { command: ConfigCommand::Check } => Ok(app::config_check(&sources(cli.config, vec![]))),
         Command::Ingest(args) => ingest::run(args).await,
         Command::Search(args) => client::search(args.server, &args.collection, &args.query, args.top_k, &args.mode, args.rerank, args.json).await,
+        Command::Mcp { server } => mcp_stdio::run(server).await,
         Command::Ask(args) => client::ask(args.server, &args.collection, &args.question, args.top_k, args.conversation, args.json).await,
         Command::Bench { command: BenchCommand::Search(args) } => bench_load::search(args).await,
         Command::Bench { command: BenchCommand::Query(args) } => bench_load::query(args).await,

@@ -7,6 +7,7 @@ mod bench;
 mod durability;
 mod gateway;
 mod hostile;
+mod mcp;
 mod observability;
 mod rerank;
 mod shared;
