@@ -98,6 +98,7 @@ pub struct Metrics {
     ratelimit_fallback: Counter,
     shed: Family<Labels, Counter>,
     cache: Family<Labels, Counter>,
+    mcp_tools: Family<Labels, Counter>,
     totals: Totals,
 }
 
@@ -154,6 +155,7 @@ impl Metrics {
         let ratelimit_fallback = Counter::default();
         let shed = Family::<Labels, Counter>::default();
         let cache = Family::<Labels, Counter>::default();
+        let mcp_tools = Family::<Labels, Counter>::default();
         build_info.get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())]).set(1);
 
         registry.register("http_requests", "HTTP requests by route template, method and status class", http_requests.clone());
@@ -177,6 +179,7 @@ impl Metrics {
             "Rate-limit decisions this replica made alone because the shared limiter (Redis) did not answer: limits are per replica meanwhile",
             ratelimit_fallback.clone(),
         );
+        registry.register("mcp_tool_calls", "MCP tool calls by tool and outcome (ok, tool_error, invalid)", mcp_tools.clone());
         registry.register("cache_requests", "Cache lookups by cache (query_embedding) and result (hit, miss, error)", cache.clone());
         registry.register("requests_shed", "Requests refused at the edge before any work, by reason (overloaded, timeout)", shed.clone());
 
@@ -200,6 +203,7 @@ impl Metrics {
             ratelimit_fallback,
             shed,
             cache,
+            mcp_tools,
             totals: Totals::default(),
         };
         // Series that exist from the start, so dashboards and rates see zeros rather than gaps.
@@ -282,6 +286,12 @@ impl Metrics {
         if result == "hit" {
             self.totals.cache_hits.fetch_add(1, Relaxed);
         }
+    }
+
+    /// An MCP tool call: `tool` is one of the server's tools (`unknown` otherwise), `outcome` `ok`,
+    /// `tool_error` (a ragd error returned as the tool's result) or `invalid` (a JSON-RPC error).
+    pub fn count_mcp_tool(&self, tool: &'static str, outcome: &'static str) {
+        self.mcp_tools.get_or_create(&vec![("tool", tool.to_owned()), ("outcome", outcome.to_owned())]).inc();
     }
 
     /// A request refused before any work (`overloaded`, `timeout`).

@@ -29,7 +29,7 @@ use crate::error::{ApiError, ApiResult, ErrorBody, public_message, retry_after_s
 use crate::extract::{ApiJson, ApiPath};
 
 /// Turns the engine's events into a stream that ends after `done` or `error`.
-fn events(rx: mpsc::Receiver<AnswerEvent>) -> impl Stream<Item = AnswerEvent> + Send {
+pub(crate) fn events(rx: mpsc::Receiver<AnswerEvent>) -> impl Stream<Item = AnswerEvent> + Send {
     futures::stream::unfold((rx, false), |(mut rx, ended)| async move {
         if ended {
             return None;

@@ -189,7 +189,13 @@ ask returns a short answer with the passages it cites (or says the documents do 
     let out = match method {
         "ping" => rpc_result(id, json!({})),
         "tools/list" => rpc_result(id, json!({"tools": tools()})),
-        "tools/call" => call_tool(&st, &p, id, &params).await,
+        "tools/call" => {
+            let token = params.pointer("/_meta/progressToken").cloned();
+            match (params.get("name").and_then(Value::as_str), token) {
+                (Some("ask"), Some(token)) => return ask_with_progress(&st, &p, id, &params, token).await,
+                _ => call_tool(&st, &p, id, &params).await,
+            }
+        }
         "resources/list" => list_resources(&st, &p, id, &params).await,
         "resources/templates/list" => rpc_result(
             id,
@@ -320,11 +326,92 @@ async fn call_tool(st: &AppState, p: &Principal, id: Value, params: &Value) -> V
         other => Err(Invalid(format!("unknown tool `{other}`"))),
     };
     tracing::info!(tool = name, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, ok = matches!(out, Ok(Ok(_))), "mcp tool call");
+    let outcome = match &out {
+        Ok(Ok(_)) => "ok",
+        Ok(Err(_)) => "tool_error",
+        Err(_) => "invalid",
+    };
+    st.engine.metrics().count_mcp_tool(tool_label(name), outcome);
     match out {
         Ok(Ok(v)) => rpc_result(id, v),
         Ok(Err(e)) => rpc_result(id, tool_error(&e.0)),
         Err(Invalid(m)) => rpc_error(id, INVALID_PARAMS, m),
     }
+}
+
+/// The metric label of a tool name: one of ours, else `unknown` (a caller cannot grow the series).
+fn tool_label(name: &str) -> &'static str {
+    match name {
+        "list_collections" => "list_collections",
+        "search" => "search",
+        "ask" => "ask",
+        "get_document" => "get_document",
+        "get_chunks" => "get_chunks",
+        _ => "unknown",
+    }
+}
+
+/// `ask` for a client that sent a `progressToken`: a `text/event-stream` response carrying progress
+/// notifications (passages found, answer being written, done) and then the call's result, as the
+/// Streamable HTTP transport allows for any request.
+async fn ask_with_progress(st: &AppState, p: &Principal, id: Value, params: &Value, token: Value) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures::StreamExt;
+    let started = Instant::now();
+    let prepared = async {
+        let a = args(params, &["collection", "question", "conversation_id", "top_k", "filter"], &["collection", "question"])?;
+        let collection = string_arg(a, "collection")?;
+        let mut body = a.clone();
+        body.remove("collection");
+        let req: QueryRequest = serde_json::from_value(Value::Object(body)).map_err(|e| Invalid(format!("ask arguments: {e}")))?;
+        Ok::<_, Invalid>((collection, req))
+    }
+    .await;
+    let (collection, req) = match prepared {
+        Ok(x) => x,
+        Err(Invalid(m)) => {
+            st.engine.metrics().count_mcp_tool("ask", "invalid");
+            return json_response(StatusCode::OK, rpc_error(id, INVALID_PARAMS, m));
+        }
+    };
+    let rx = match routes::visible(st, p, &collection, ragd_core::auth::Role::Read).await {
+        Ok(c) => st.engine.query(&c.name, req).await.map_err(ApiError),
+        Err(e) => Err(e),
+    };
+    let rx = match rx {
+        Ok(rx) => rx,
+        Err(e) => {
+            st.engine.metrics().count_mcp_tool("ask", "tool_error");
+            return json_response(StatusCode::OK, rpc_result(id, tool_error(&e.0)));
+        }
+    };
+    let progress = move |n: u32, message: &str| {
+        json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": token, "progress": n, "total": 3, "message": message}})
+    };
+    let metrics = st.engine.metrics().clone();
+    let mut writing = false;
+    let events = crate::answers::events(rx).flat_map(move |event| {
+        let msgs: Vec<Value> = match event {
+            ragd_core::answer::AnswerEvent::Retrieval { citations, .. } => vec![progress(1, &format!("{} passages found", citations.len()))],
+            ragd_core::answer::AnswerEvent::Token(_) if !writing => {
+                writing = true;
+                vec![progress(2, "writing the answer")]
+            }
+            ragd_core::answer::AnswerEvent::Token(_) => vec![],
+            ragd_core::answer::AnswerEvent::Done(r) => {
+                metrics.count_mcp_tool("ask", "ok");
+                tracing::info!(tool = "ask", elapsed_ms = started.elapsed().as_secs_f64() * 1e3, ok = true, "mcp tool call");
+                let text = r.answer.clone();
+                vec![progress(3, "done"), rpc_result(id.clone(), tool_ok(serde_json::to_value(&*r).unwrap_or(Value::Null), text))]
+            }
+            ragd_core::answer::AnswerEvent::Error(e) => {
+                metrics.count_mcp_tool("ask", "tool_error");
+                vec![rpc_result(id.clone(), tool_error(&e))]
+            }
+        };
+        futures::stream::iter(msgs.into_iter().map(|m| Ok::<Event, std::convert::Infallible>(Event::default().event("message").data(m.to_string()))))
+    });
+    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
 }
 
 /// Arguments that do not fit the tool's schema (a JSON-RPC error, not a tool error).

@@ -38,6 +38,24 @@ pub async fn call(http: &reqwest::Client, method: Method, url: &str, auth: &Auth
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)), headers)
 }
 
+/// One JSON-RPC message to `/mcp` with `auth` (and the session, after initialize).
+pub async fn mcp_call(http: &reqwest::Client, url: &str, auth: &Auth<'_>, session: Option<&str>, body: Value) -> (u16, Value, HeaderMap) {
+    let mut r = http.post(url).header("accept", "application/json, text/event-stream").json(&body);
+    r = match auth {
+        Auth::None => r,
+        Auth::Bearer(k) => r.bearer_auth(k),
+        Auth::Service(k) => r.header("x-service-token", *k),
+    };
+    if let Some(s) = session {
+        r = r.header("mcp-session-id", s);
+    }
+    let resp = r.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)), headers)
+}
+
 /// `ragd keys ...` on a data folder; returns stdout (a created key is its last line).
 pub fn keys_cli(data: &Path, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_ragd"))
@@ -160,6 +178,40 @@ async fn every_role_on_every_route_in_its_own_and_another_tenant_gets_the_docume
                 }
             }
         }
+        // MCP: the same collections through its tools and resources, in a session of this principal.
+        let (st, b, hd) = mcp_call(h, &u("/mcp"), auth, None, json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "matrix", "version": "0"}}})).await;
+        assert_eq!(st, 200, "{who} initialize: {b}");
+        let session = hd.get("mcp-session-id").unwrap().to_str().unwrap().to_owned();
+        for own in [true, false] {
+            let (c, doc) = if own { ("docs", "a1") } else { ("secret", "b1") };
+            let calls = [
+                json!({"name": "search", "arguments": {"collection": c, "query": "launch code"}}),
+                json!({"name": "ask", "arguments": {"collection": c, "question": "What is the launch code?"}}),
+                json!({"name": "get_chunks", "arguments": {"collection": c, "document": doc}}),
+            ];
+            for params in calls {
+                let (st, b, _) = mcp_call(h, &u("/mcp"), auth, Some(&session), json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": params})).await;
+                let error = b["result"]["structuredContent"]["error"]["code"].as_str();
+                let expected = if own { None } else { Some("collection_not_found") };
+                table.push(format!("{who:<22} {:<5} MCP    tools/call {:<49} {:?}", if own { "own" } else { "other" }, params["name"], error));
+                if st != 200 || error != expected {
+                    failures.push(format!("{who} MCP {params} ({}): {st} {b}", if own { "own" } else { "other" }));
+                }
+            }
+            let uri = format!("ragd://{c}/{doc}");
+            let (_, b, _) = mcp_call(h, &u("/mcp"), auth, Some(&session), json!({"jsonrpc": "2.0", "id": 3, "method": "resources/read", "params": {"uri": uri}})).await;
+            let read = b["result"]["contents"][0]["text"].as_str().is_some_and(|t| t.contains("launch code"));
+            if read != own {
+                failures.push(format!("{who} MCP resources/read {uri}: {b}"));
+            }
+        }
+        let (_, b, _) = mcp_call(h, &u("/mcp"), auth, Some(&session), json!({"jsonrpc": "2.0", "id": 4, "method": "resources/list"})).await;
+        let uris: Vec<&str> = b["result"]["resources"].as_array().map(|r| r.iter().filter_map(|x| x["uri"].as_str()).collect()).unwrap_or_default();
+        if uris != ["ragd://docs/a1"] {
+            failures.push(format!("{who} MCP resources/list: {b}"));
+        }
+
         // Tenant-wide routes.
         let made = format!("made-by-{}", tag);
         let routes: Vec<(Method, String, Option<Value>, u8, u16)> = vec![

@@ -62,8 +62,18 @@ async fn the_official_mcp_client_searches_asks_and_reads_within_its_tenant() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the MCP client script failed:\n{stdout}\n{stderr}");
-    for line in ["initialize and tools/list: ok", "search: ok", "ask: ok", "resources: ok", "errors: ok", "another tenant: ok", "stdio: ok", "no key: ok"] {
+    for line in ["initialize and tools/list: ok", "search: ok", "ask: ok", "ask with progress: ok", "resources: ok", "errors: ok", "another tenant: ok", "stdio: ok", "no key: ok"] {
         assert!(stdout.contains(line), "{line} missing:\n{stdout}");
+    }
+    // Tool calls are counted by tool and outcome.
+    let metrics = s.http.get(format!("{}/metrics", s.admin)).send().await.unwrap().text().await.unwrap();
+    for series in [
+        r#"ragd_mcp_tool_calls_total{tool="search",outcome="ok"}"#,
+        r#"ragd_mcp_tool_calls_total{tool="ask",outcome="ok"}"#,
+        r#"ragd_mcp_tool_calls_total{tool="search",outcome="tool_error"}"#,
+        r#"ragd_mcp_tool_calls_total{tool="unknown",outcome="invalid"}"#,
+    ] {
+        assert!(metrics.lines().any(|l| l.starts_with(series) && !l.ends_with(" 0")), "{series} missing from /metrics");
     }
 }
 

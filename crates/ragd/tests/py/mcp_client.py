@@ -70,6 +70,18 @@ async def main():
         check(a["answer_kind"] in ("generated", "extractive") and a["grounded"] is True, f"ask's kind: {a['answer_kind']}")
         print("ask: ok")
 
+        # With a progress callback the SDK sends a progressToken: ragd answers as an event stream
+        # with progress notifications, then the result.
+        seen = []
+
+        async def on_progress(progress, total, message):
+            seen.append((progress, total, message))
+
+        r = await s.call_tool("ask", {"collection": COLLECTION, "question": "When does the Corner Bakery open?"}, progress_callback=on_progress)
+        check(not r.isError and "6 am" in r.structuredContent["answer"], f"ask with progress: {r}")
+        check(seen and seen[-1][0] == 3 and seen[-1][1] == 3, f"progress notifications: {seen}")
+        print("ask with progress: ok")
+
         r = await s.call_tool("get_chunks", {"collection": COLLECTION, "document": "lighthouse"})
         check(not r.isError and r.structuredContent["total"] >= 1 and "1874" in r.structuredContent["chunks"][0]["text"], "get_chunks")
         r = await s.call_tool("get_document", {"collection": COLLECTION, "document": "lighthouse"})
