@@ -142,6 +142,8 @@ async def main():
             check(not r.isError and r.structuredContent["results"][0]["doc_id"] == "bakery", f"stdio search: {r}")
             r = await s.call_tool("ask", {"collection": COLLECTION, "question": "In which year was the Brisa lighthouse built?"})
             check(not r.isError and "1874" in r.structuredContent["answer"], f"stdio ask: {r}")
+            contents = (await s.read_resource(f"ragd://{COLLECTION}/lighthouse")).contents
+            check("1874" in contents[0].text, "stdio resources/read")
             try:
                 await s.call_tool("no_such_tool", {})
                 check(False, "stdio: an unknown tool was accepted")
