@@ -439,10 +439,19 @@ impl QueryJob {
         let mut results = search.results;
 
         // Evidence: the passages' units, scored for the question.
-        let (mut sel, bridge) = tokio::select! {
+        let (mut sel, mut bridge) = tokio::select! {
             s = self.select_evidence(&self.question, None, &results, None, search.query_vector.as_deref()) => s,
             _ = tx.closed() => return,
         };
+        // A name the question gives that no retrieved passage (text, title, headings) holds: the
+        // documents are not about that thing.
+        let texts: Vec<String> = results.iter().map(|h| format!("{} {} {}", h.title.as_deref().unwrap_or(""), h.heading_path.join(" "), h.text)).collect();
+        let unknown = select::unknown_names(&self.question, &texts);
+        if !unknown.is_empty() {
+            tracing::info!(names = ?unknown, "no retrieved passage names what the question names; not found");
+            sel.found = false;
+            bridge = None;
+        }
         // A question that names its subject through another document: follow the anchor's names.
         let mut via: Option<select::Scored> = None;
         if let Some(b) = bridge {

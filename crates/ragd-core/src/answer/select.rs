@@ -369,6 +369,8 @@ impl Bridge {
 
 /// How much better the anchor must match the question than the best unit holding a value.
 const BRIDGE_LEAD: f32 = 0.1;
+/// Fewest of the question's own words (not its names) the anchor must hold.
+const BRIDGE_DESCRIBED: usize = 2;
 /// Most names a bridge query carries.
 const BRIDGE_NAMES: usize = 6;
 
@@ -392,6 +394,13 @@ pub fn bridge(question: &str, units: &[Unit], vectors: Option<(&[f32], &[Vec<f32
     // It must be about what the question names (a product, a place): a unit about a neighbour
     // would lead to the neighbour's value.
     if names(question).iter().any(|n| !terms(n).iter().all(|t| held.contains(t))) {
+        return None;
+    }
+    // It must match what the question describes, not only the names it gives: an introduction
+    // that names the company is no anchor for "the company's legal department".
+    let named: HashSet<String> = names(question).iter().flat_map(|n| terms(n)).collect();
+    let described = terms(question).into_iter().filter(|t| !named.contains(t)).collect::<HashSet<String>>();
+    if described.iter().filter(|t| held.contains(*t)).count() < BRIDGE_DESCRIBED {
         return None;
     }
     // A unit that says the thing is not there ("revenue was not discussed") answers by itself;
@@ -422,6 +431,17 @@ pub fn bridge(question: &str, units: &[Unit], vectors: Option<(&[f32], &[Vec<f32
     Some(Bridge { anchor: anchor.clone(), names, rest, query })
 }
 
+/// The names the question gives (see `names`) that none of `passages` holds (words compared as
+/// `terms`, case aside): a question about "the Aquaflow X2" when no retrieved passage mentions it is
+/// about something the documents do not cover, whatever else matches.
+pub fn unknown_names(question: &str, passages: &[String]) -> Vec<String> {
+    let held: Vec<HashSet<String>> = passages.iter().map(|p| terms(p).into_iter().collect()).collect();
+    names(question).into_iter().filter(|n| {
+        let t = terms(n);
+        !t.is_empty() && !held.iter().any(|h| t.iter().all(|w| h.contains(w)))
+    }).collect()
+}
+
 /// The text denies or lacks something: `not`, `no`, `never`, `none`, `n't`, `without`.
 fn says_none(text: &str) -> bool {
     text.split(|c: char| !c.is_alphanumeric() && c != '\'' && c != '’')
@@ -431,7 +451,7 @@ fn says_none(text: &str) -> bool {
 
 /// Names in a text: runs of capitalised words and codes that do not start a sentence, a cell's
 /// label (`Owner:`) or a date (month and day names).
-fn names(text: &str) -> Vec<String> {
+pub fn names(text: &str) -> Vec<String> {
     const CALENDAR: &[&str] = &[
         "january",
         "february",
@@ -754,6 +774,14 @@ mod tests {
     }
 
     #[test]
+    fn a_name_no_passage_holds_is_unknown() {
+        let passages = vec!["HydroLog 4.0 — released 14 October 2024. Offline mode lasts 7 days.".to_owned(), "The Coldharbour outage review.".to_owned()];
+        assert!(unknown_names("When did the HydroLog release after the Coldharbour outage go live?", &passages).is_empty());
+        assert!(unknown_names("what did hydrolog change?", &passages).is_empty(), "a lower-case first word is no name");
+        assert_eq!(unknown_names("What is the battery capacity of the Aquaflow Pro handheld?", &passages), vec!["Aquaflow Pro"]);
+    }
+
+    #[test]
     fn no_bridge_from_an_anchor_about_a_neighbour_or_saying_there_is_none() {
         let other = unit(2, "Boardroom 2.10 Second floor; seats 18", &["Rooms at Millrace House"]);
         // The question names Hollins; the best match is about Millrace House.
@@ -764,6 +792,11 @@ mod tests {
         // The minutes say the figure was not discussed: no other document's figure is the answer.
         let q = "What revenue figure did the committee agree in September 2024?";
         let units = vec![unit(0, "Revenue for the year was not discussed at the September 2024 meeting of the Finance Committee", &["Minutes"]), other];
+        let sel = select(q, &units, None);
+        assert!(bridge(q, &units, None, &sel).is_none());
+        // An introduction that only shares the company's name with the question.
+        let q = "What is the extension of the Brannock Valley Water legal department?";
+        let units = vec![unit(0, "Brannock Valley Water · Issued October 2024 by Facilities (Joaquín Ferreira, Facilities Manager)", &["Site Guide"])];
         let sel = select(q, &units, None);
         assert!(bridge(q, &units, None, &sel).is_none());
     }
