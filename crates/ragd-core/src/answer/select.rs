@@ -196,9 +196,24 @@ pub fn select(question: &str, units: &[Unit], vectors: Option<(&[f32], &[Vec<f32
 }
 
 pub fn select_as(shape: Shape, question: &str, units: &[Unit], vectors: Option<(&[f32], &[Vec<f32>])>) -> Selection {
+    // An open question's names (`Brannock Valley Water`, not codes such as `E07`) say which thing it
+    // is about, not what about it: a unit holding only the names ("Brannock Valley Water · Issued
+    // October 2024") does not answer "who is the Brannock Valley Water chief executive?". Its
+    // support counts the question's other words; a question's names that no passage holds at all
+    // are caught before (`unknown_names`). Questions asking for a value keep their names: the value
+    // filter already stands between a name-only match and the answer.
+    let mut named: HashSet<String> = if shape == Shape::Open {
+        names(question).iter().filter(|n| !n.chars().any(|c| c.is_ascii_digit())).flat_map(|n| terms(n)).collect()
+    } else {
+        HashSet::new()
+    };
+    // "What does HydroLog do?" is about the name alone: then the name is the description.
+    if terms(question).iter().all(|t| named.contains(t)) {
+        named.clear();
+    }
     let q_terms: Vec<String> = {
         let mut seen = HashSet::new();
-        terms(question).into_iter().filter(|t| seen.insert(t.clone())).collect()
+        terms(question).into_iter().filter(|t| !named.contains(t) && seen.insert(t.clone())).collect()
     };
     let q_ids = evidence::identifiers(question);
     let unit_terms: Vec<HashSet<String>> = units.iter().map(|u| terms(&u.with_context()).into_iter().collect()).collect();
@@ -771,6 +786,24 @@ mod tests {
         let q = "What extension does the legal team have?";
         let sel = select(q, &units, None);
         assert!(bridge(q, &units, None, &sel).is_none(), "an anchor that does not match the question is no bridge");
+    }
+
+    #[test]
+    fn an_open_question_is_not_answered_by_a_unit_holding_only_its_names() {
+        let units = vec![
+            unit(0, "Brannock Valley Water · Issued October 2024 by Facilities (Joaquín Ferreira, Facilities Manager)", &["Site Guide"]),
+            unit(1, "The guide describes the four Brannock Valley Water sites that staff visit most often.", &["Site Guide"]),
+        ];
+        let sel = select("Who is the Brannock Valley Water chief executive?", &units, None);
+        assert_eq!(sel.shape, Shape::Open);
+        assert!(!sel.found, "{sel:?}");
+        // A code the question names still counts.
+        let units = vec![unit(0, "E07 Discharge overpressure (above 11 bar) Stops", &["Table 2 — Codes"]), unit(0, "E01 Motor overload Stops", &["Table 2 — Codes"])];
+        let sel = select("The display shows E07. What does that mean?", &units, None);
+        assert!(sel.found && sel.best().unwrap().unit.text.starts_with("E07"), "{sel:?}");
+        // A question about the name alone is answered by what the documents say of it.
+        let units = vec![unit(0, "HydroLog is the Brannock Valley Water system for work orders and field job cards.", &["HydroLog — Release Notes"])];
+        assert!(select("What does HydroLog do?", &units, None).found);
     }
 
     #[test]
