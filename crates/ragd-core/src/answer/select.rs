@@ -171,12 +171,19 @@ fn stem(w: &str) -> String {
     if n > 6 && w.ends_with("ally") {
         return w[..w.len() - 2].to_owned();
     }
+    let mut out = w;
     for suffix in ["ing", "ed", "es", "s"] {
         if n > suffix.len() + 3 && w.ends_with(suffix) {
-            return w[..w.len() - suffix.len()].to_owned();
+            out = &w[..w.len() - suffix.len()];
+            break;
         }
     }
-    w.to_owned()
+    // A final `e` goes too, so the stripped and the plain forms meet: released, releases, release →
+    // releas; operates, operate → operat.
+    match out.strip_suffix('e') {
+        Some(base) if out.chars().count() > 4 => base.to_owned(),
+        _ => out.to_owned(),
+    }
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -727,6 +734,9 @@ mod tests {
         }
         assert!(terms("the most the pump can deliver per hour").contains(&"maximum".to_owned()));
         assert_eq!(terms("sent automatically"), terms("sent automatic"));
+        assert_eq!(terms("released releases release"), vec!["releas"; 3]);
+        assert_eq!(terms("the trip operates"), terms("the trip operate"));
+        assert_eq!(terms("changed changing changes"), terms("change change change"));
         // `n/a` is not a rate.
         assert!(!terms("n/a").contains(&"per".to_owned()));
     }
