@@ -339,16 +339,12 @@ async fn call_tool(st: &AppState, p: &Principal, id: Value, params: &Value) -> V
     }
 }
 
+/// The tools this server offers (`tools()` describes them, `call_tool` runs them).
+const TOOLS: [&str; 5] = ["list_collections", "search", "ask", "get_document", "get_chunks"];
+
 /// The metric label of a tool name: one of ours, else `unknown` (a caller cannot grow the series).
 fn tool_label(name: &str) -> &'static str {
-    match name {
-        "list_collections" => "list_collections",
-        "search" => "search",
-        "ask" => "ask",
-        "get_document" => "get_document",
-        "get_chunks" => "get_chunks",
-        _ => "unknown",
-    }
+    TOOLS.iter().find(|t| **t == name).copied().unwrap_or("unknown")
 }
 
 /// `ask` for a client that sent a `progressToken`: a `text/event-stream` response carrying progress
@@ -358,16 +354,7 @@ async fn ask_with_progress(st: &AppState, p: &Principal, id: Value, params: &Val
     use axum::response::sse::{Event, KeepAlive, Sse};
     use futures::StreamExt;
     let started = Instant::now();
-    let prepared = async {
-        let a = args(params, &["collection", "question", "conversation_id", "top_k", "filter"], &["collection", "question"])?;
-        let collection = string_arg(a, "collection")?;
-        let mut body = a.clone();
-        body.remove("collection");
-        let req: QueryRequest = serde_json::from_value(Value::Object(body)).map_err(|e| Invalid(format!("ask arguments: {e}")))?;
-        Ok::<_, Invalid>((collection, req))
-    }
-    .await;
-    let (collection, req) = match prepared {
+    let (collection, req) = match ask_request(params) {
         Ok(x) => x,
         Err(Invalid(m)) => {
             st.engine.metrics().count_mcp_tool("ask", "invalid");
@@ -427,14 +414,11 @@ type ToolResult = Result<Result<Value, ApiError>, Invalid>;
 
 async fn list_collections(st: &AppState, p: &Principal, params: &Value) -> ToolResult {
     args(params, &[], &[])?;
-    Ok(match routes::list_collections(State(st.clone()), Extension(p.clone())).await {
-        Ok(axum::Json(list)) => {
-            let text = list.collections.iter().map(|c| format!("{} ({} documents)", c.record.name, c.documents)).collect::<Vec<_>>().join("\n");
-            let text = if text.is_empty() { "No collections.".to_owned() } else { text };
-            Ok(tool_ok(serde_json::to_value(&list).unwrap_or(Value::Null), text))
-        }
-        Err(e) => Err(e),
-    })
+    Ok(routes::list_collections(State(st.clone()), Extension(p.clone())).await.map(|axum::Json(list)| {
+        let text = list.collections.iter().map(|c| format!("{} ({} documents)", c.record.name, c.documents)).collect::<Vec<_>>().join("\n");
+        let text = if text.is_empty() { "No collections.".to_owned() } else { text };
+        tool_ok(serde_json::to_value(&list).unwrap_or(Value::Null), text)
+    }))
 }
 
 async fn search(st: &AppState, p: &Principal, params: &Value) -> ToolResult {
@@ -443,93 +427,75 @@ async fn search(st: &AppState, p: &Principal, params: &Value) -> ToolResult {
     let mut body = a.clone();
     body.remove("collection");
     let req: SearchRequest = serde_json::from_value(Value::Object(body)).map_err(|e| Invalid(format!("search arguments: {e}")))?;
-    Ok(match routes::search(State(st.clone()), Extension(p.clone()), ApiPath(collection), ApiJson(req)).await {
-        Ok(axum::Json(r)) => {
-            let text = r
-                .results
-                .iter()
-                .enumerate()
-                .map(|(i, h)| format!("[{}] {} (chunk {}, score {:.3})\n{}", i + 1, h.doc_id, h.chunk_index, h.score, h.text))
-                .collect::<Vec<_>>()
-                .join("\n\n");
-            Ok(tool_ok(serde_json::to_value(&r).unwrap_or(Value::Null), if text.is_empty() { "No passage matches.".into() } else { text }))
-        }
-        Err(e) => Err(e),
-    })
+    Ok(routes::search(State(st.clone()), Extension(p.clone()), ApiPath(collection), ApiJson(req)).await.map(|axum::Json(r)| {
+        let text = r
+            .results
+            .iter()
+            .enumerate()
+            .map(|(i, h)| format!("[{}] {} (chunk {}, score {:.3})\n{}", i + 1, h.doc_id, h.chunk_index, h.score, h.text))
+            .collect::<Vec<_>>()
+            .join("\n\n");
+        tool_ok(serde_json::to_value(&r).unwrap_or(Value::Null), if text.is_empty() { "No passage matches.".into() } else { text })
+    }))
 }
 
-async fn ask(st: &AppState, p: &Principal, params: &Value) -> ToolResult {
+/// `ask`'s arguments: the collection, and the rest as the query route's body.
+fn ask_request(params: &Value) -> Result<(String, QueryRequest), Invalid> {
     let a = args(params, &["collection", "question", "conversation_id", "top_k", "filter"], &["collection", "question"])?;
     let collection = string_arg(a, "collection")?;
     let mut body = a.clone();
     body.remove("collection");
     let req: QueryRequest = serde_json::from_value(Value::Object(body)).map_err(|e| Invalid(format!("ask arguments: {e}")))?;
-    Ok(match crate::answers::answer(st, p, &collection, req).await {
-        Ok(r) => {
-            let sources = r
-                .citations
-                .iter()
-                .map(|c| format!("[{}] {}{}", c.n, c.doc_id, if c.closest { " (closest passage, not an answer)" } else { "" }))
-                .collect::<Vec<_>>()
-                .join("\n");
-            let text = if sources.is_empty() { r.answer.clone() } else { format!("{}\n\nSources:\n{sources}", r.answer) };
-            Ok(tool_ok(serde_json::to_value(&r).unwrap_or(Value::Null), text))
-        }
-        Err(e) => Err(e),
-    })
+    Ok((collection, req))
+}
+
+async fn ask(st: &AppState, p: &Principal, params: &Value) -> ToolResult {
+    let (collection, req) = ask_request(params)?;
+    Ok(crate::answers::answer(st, p, &collection, req).await.map(|r| {
+        let sources = r
+            .citations
+            .iter()
+            .map(|c| format!("[{}] {}{}", c.n, c.doc_id, if c.closest { " (closest passage, not an answer)" } else { "" }))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let text = if sources.is_empty() { r.answer.clone() } else { format!("{}\n\nSources:\n{sources}", r.answer) };
+        tool_ok(serde_json::to_value(&r).unwrap_or(Value::Null), text)
+    }))
 }
 
 async fn get_document(st: &AppState, p: &Principal, params: &Value) -> ToolResult {
     let a = args(params, &["collection", "document"], &["collection", "document"])?;
     let (collection, document) = (string_arg(a, "collection")?, string_arg(a, "document")?);
-    Ok(match routes::get_document(State(st.clone()), Extension(p.clone()), ApiPath((collection, document))).await {
-        Ok(axum::Json(d)) => {
-            let v = serde_json::to_value(&d).unwrap_or(Value::Null);
-            let text = serde_json::to_string_pretty(&v).unwrap_or_default();
-            Ok(tool_ok(v, text))
-        }
-        Err(e) => Err(e),
-    })
+    Ok(routes::get_document(State(st.clone()), Extension(p.clone()), ApiPath((collection, document))).await.map(|axum::Json(d)| {
+        let v = serde_json::to_value(&d).unwrap_or(Value::Null);
+        let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+        tool_ok(v, text)
+    }))
 }
 
 async fn get_chunks(st: &AppState, p: &Principal, params: &Value) -> ToolResult {
     let a = args(params, &["collection", "document", "from", "limit"], &["collection", "document"])?;
     let (collection, document) = (string_arg(a, "collection")?, string_arg(a, "document")?);
     let q = ChunksQuery { from: opt_u32(a, "from")?, limit: opt_u32(a, "limit")? };
-    Ok(match routes::document_chunks(State(st.clone()), Extension(p.clone()), ApiPath((collection, document)), ApiQuery(q)).await {
-        Ok(axum::Json(list)) => {
-            let text = list.chunks.iter().map(|c| format!("--- chunk {} ---\n{}", c.chunk_index, c.text)).collect::<Vec<_>>().join("\n");
-            Ok(tool_ok(serde_json::to_value(&list).unwrap_or(Value::Null), text))
-        }
-        Err(e) => Err(e),
-    })
+    Ok(routes::document_chunks(State(st.clone()), Extension(p.clone()), ApiPath((collection, document)), ApiQuery(q)).await.map(|axum::Json(list)| {
+        let text = list.chunks.iter().map(|c| format!("--- chunk {} ---\n{}", c.chunk_index, c.text)).collect::<Vec<_>>().join("\n");
+        tool_ok(serde_json::to_value(&list).unwrap_or(Value::Null), text)
+    }))
 }
 
 fn resource_uri(collection: &str, document: &str) -> String {
     format!("ragd://{collection}/{}", percent_encode(document))
 }
 
+/// A document id in a resource URI: everything but unreserved characters escaped (`/` too).
+const IN_URI: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
 fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
+    percent_encoding::utf8_percent_encode(s, IN_URI).to_string()
 }
 
 fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(s).decode_utf8().ok().map(|c| c.into_owned())
 }
 
 /// Every document of every collection the caller can read, `RESOURCES_PAGE` at a time; the cursor

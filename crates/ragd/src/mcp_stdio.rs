@@ -6,29 +6,57 @@
 use std::process::ExitCode;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::ServerArgs;
 
 /// Longest message read from stdin.
 const MAX_LINE: usize = 4 * 1024 * 1024;
 
+/// The next line of `input`, without its newline: `Some(None)` for a line over `MAX_LINE` bytes
+/// (read through and dropped, never held whole), `None` at the end.
+async fn read_line(input: &mut (impl AsyncBufRead + Unpin)) -> std::io::Result<Option<Option<String>>> {
+    let mut buf = Vec::new();
+    let n = (&mut *input).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf).await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() != Some(&b'\n') && buf.len() > MAX_LINE {
+        // Drop the rest of the line in bounded steps.
+        loop {
+            buf.clear();
+            let n = (&mut *input).take(MAX_LINE as u64).read_until(b'\n', &mut buf).await?;
+            if n == 0 || buf.last() == Some(&b'\n') {
+                return Ok(Some(None));
+            }
+        }
+    }
+    while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        buf.pop();
+    }
+    Ok(Some(Some(String::from_utf8_lossy(&buf).into_owned())))
+}
+
 pub async fn run(server: ServerArgs) -> anyhow::Result<ExitCode> {
     let http = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(5)).build()?;
     let url = format!("{}/mcp", server.server.trim_end_matches('/'));
     let mut session: Option<String> = None;
     let mut version: Option<String> = None;
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut input = BufReader::new(tokio::io::stdin());
     let mut out = tokio::io::stdout();
-    while let Some(line) = lines.next_line().await? {
+    while let Some(line) = read_line(&mut input).await? {
+        let Some(line) = line else {
+            let e = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": format!("a message longer than {MAX_LINE} bytes")}});
+            out.write_all(format!("{e}\n").as_bytes()).await?;
+            out.flush().await?;
+            continue;
+        };
         if line.trim().is_empty() {
             continue;
         }
         let msg: Option<Value> = serde_json::from_str(&line).ok();
         let id = msg.as_ref().and_then(|m| m.get("id")).cloned();
-        let reply = if line.len() > MAX_LINE {
-            Some(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32600, "message": "message too large"}}))
-        } else {
+        let reply = {
             let mut req = http.post(&url).header("content-type", "application/json").header("accept", "application/json, text/event-stream").body(line);
             if let Some(k) = &server.api_key {
                 req = req.bearer_auth(k);

@@ -416,11 +416,13 @@ static QUANTITY: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!(r"(?i)(?:\b\d[\d,]*(?:\.\d+)?|\b(?:{NUMBER_WORDS}))(?:\s?%|\s?[a-zµ°/]+(?:/[a-z]+)?(?:\s(?:per|an?|each)\s[a-z]+)?)?")).expect("regex")
 });
 static VERSION: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)\bv?\d+\.\d+(?:\.\d+)*\b").expect("regex"));
-static CODE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b[A-Z]{1,4}-?\d{1,5}(?:-[A-Z0-9]+)*\b").expect("regex"));
+/// `E07`, `CD-420`, `HF-4207-D`.
+const CODE_PATTERN: &str = r"\b[A-Z]{1,4}-?\d{1,5}(?:-[A-Z0-9]+)*\b";
+static CODE: LazyLock<Regex> = LazyLock::new(|| Regex::new(CODE_PATTERN).expect("regex"));
 // Whole phone numbers first, so the area code of `01632 960000` is not taken for an extension.
 static PHONE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\+?\(?\d[\d ()-]{6,}\d|\b\d{3,5}\b").expect("regex"));
 /// A code (`B03`, `HF-4207-D`), a dotted number (`2.10`) or a plain number.
-static LABEL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b[A-Z]{1,4}-?\d{1,5}(?:-[A-Z0-9]+)*\b|\b\d+(?:\.\d+)+\b|\b\d{1,6}[A-Z]?\b").expect("regex"));
+static LABEL: LazyLock<Regex> = LazyLock::new(|| Regex::new(&format!(r"{CODE_PATTERN}|\b\d+(?:\.\d+)+\b|\b\d{{1,6}}[A-Z]?\b")).expect("regex"));
 
 /// The values of the shape's kind in a text, as (byte start, byte end) spans.
 pub fn values(shape: Shape, text: &str) -> Vec<(usize, usize)> {

@@ -412,7 +412,7 @@ pub fn bridge(question: &str, units: &[Unit], vectors: Option<(&[f32], &[Vec<f32
     if !evidence::values(sel.shape, &anchor.unit.text).is_empty() {
         return None;
     }
-    let held: HashSet<String> = terms(&anchor.unit.with_context()).into_iter().chain(anchor.unit.context.iter().flat_map(|c| terms(c))).collect();
+    let held = held_terms(&anchor.unit);
     // It must be about what the question names (a product, a place): a unit about a neighbour
     // would lead to the neighbour's value.
     if names(question).iter().any(|n| !terms(n).iter().all(|t| held.contains(t))) {
@@ -462,6 +462,11 @@ pub fn unknown_names(question: &str, passages: &[String]) -> Vec<String> {
         let t = terms(n);
         !t.is_empty() && !held.iter().any(|h| t.iter().all(|w| h.contains(w)))
     }).collect()
+}
+
+/// The words of a unit with every heading above it.
+fn held_terms(u: &Unit) -> HashSet<String> {
+    terms(&u.text).into_iter().chain(u.context.iter().flat_map(|c| terms(c))).collect()
 }
 
 /// The text denies or lacks something: `not`, `no`, `never`, `none`, `n't`, `without`.
@@ -536,8 +541,7 @@ pub fn names(text: &str) -> Vec<String> {
 pub fn link(sel: &mut Selection, bridge: &Bridge) {
     let name_terms: Vec<Vec<String>> = bridge.names.iter().map(|n| terms(n)).filter(|t| !t.is_empty()).collect();
     let anchor = &bridge.anchor.unit;
-    let held: Vec<HashSet<String>> =
-        sel.ranked.iter().map(|s| terms(&s.unit.with_context()).into_iter().chain(s.unit.context.iter().flat_map(|c| terms(c))).collect()).collect();
+    let held: Vec<HashSet<String>> = sel.ranked.iter().map(|s| held_terms(&s.unit)).collect();
     let whole = |h: &HashSet<String>, n: &[String]| n.iter().all(|t| h.contains(t));
     let n = held.len().max(1) as f32;
     let rarity: Vec<f32> = name_terms.iter().map(|nt| (1.0 + n / (held.iter().filter(|h| whole(h, nt)).count() as f32 + 0.5)).ln()).collect();

@@ -38,9 +38,13 @@ pub async fn call(http: &reqwest::Client, method: Method, url: &str, auth: &Auth
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)), headers)
 }
 
-/// One JSON-RPC message to `/mcp` with `auth` (and the session, after initialize).
-pub async fn mcp_call(http: &reqwest::Client, url: &str, auth: &Auth<'_>, session: Option<&str>, body: Value) -> (u16, Value, HeaderMap) {
-    let mut r = http.post(url).header("accept", "application/json, text/event-stream").json(&body);
+/// One message (`body`, sent as it is: tests send broken ones too) to `/mcp` with `auth`, the
+/// session after initialize, and `extra` headers.
+pub async fn mcp_call(http: &reqwest::Client, url: &str, auth: &Auth<'_>, session: Option<&str>, extra: &[(&str, &str)], body: &str) -> (u16, Value, HeaderMap) {
+    let mut r = http.post(url).header("content-type", "application/json").header("accept", "application/json, text/event-stream").body(body.to_owned());
+    for (k, v) in extra {
+        r = r.header(*k, *v);
+    }
     r = match auth {
         Auth::None => r,
         Auth::Bearer(k) => r.bearer_auth(k),
@@ -179,8 +183,8 @@ async fn every_role_on_every_route_in_its_own_and_another_tenant_gets_the_docume
             }
         }
         // MCP: the same collections through its tools and resources, in a session of this principal.
-        let (st, b, hd) = mcp_call(h, &u("/mcp"), auth, None, json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "matrix", "version": "0"}}})).await;
+        let (st, b, hd) = mcp_call(h, &u("/mcp"), auth, None, &[], &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "matrix", "version": "0"}}}).to_string()).await;
         assert_eq!(st, 200, "{who} initialize: {b}");
         let session = hd.get("mcp-session-id").unwrap().to_str().unwrap().to_owned();
         for own in [true, false] {
@@ -191,7 +195,7 @@ async fn every_role_on_every_route_in_its_own_and_another_tenant_gets_the_docume
                 json!({"name": "get_chunks", "arguments": {"collection": c, "document": doc}}),
             ];
             for params in calls {
-                let (st, b, _) = mcp_call(h, &u("/mcp"), auth, Some(&session), json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": params})).await;
+                let (st, b, _) = mcp_call(h, &u("/mcp"), auth, Some(&session), &[], &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": params}).to_string()).await;
                 let error = b["result"]["structuredContent"]["error"]["code"].as_str();
                 let expected = if own { None } else { Some("collection_not_found") };
                 table.push(format!("{who:<22} {:<5} MCP    tools/call {:<49} {:?}", if own { "own" } else { "other" }, params["name"], error));
@@ -200,13 +204,13 @@ async fn every_role_on_every_route_in_its_own_and_another_tenant_gets_the_docume
                 }
             }
             let uri = format!("ragd://{c}/{doc}");
-            let (_, b, _) = mcp_call(h, &u("/mcp"), auth, Some(&session), json!({"jsonrpc": "2.0", "id": 3, "method": "resources/read", "params": {"uri": uri}})).await;
+            let (_, b, _) = mcp_call(h, &u("/mcp"), auth, Some(&session), &[], &json!({"jsonrpc": "2.0", "id": 3, "method": "resources/read", "params": {"uri": uri}}).to_string()).await;
             let read = b["result"]["contents"][0]["text"].as_str().is_some_and(|t| t.contains("launch code"));
             if read != own {
                 failures.push(format!("{who} MCP resources/read {uri}: {b}"));
             }
         }
-        let (_, b, _) = mcp_call(h, &u("/mcp"), auth, Some(&session), json!({"jsonrpc": "2.0", "id": 4, "method": "resources/list"})).await;
+        let (_, b, _) = mcp_call(h, &u("/mcp"), auth, Some(&session), &[], &json!({"jsonrpc": "2.0", "id": 4, "method": "resources/list"}).to_string()).await;
         let uris: Vec<&str> = b["result"]["resources"].as_array().map(|r| r.iter().filter_map(|x| x["uri"].as_str()).collect()).unwrap_or_default();
         if uris != ["ragd://docs/a1"] {
             failures.push(format!("{who} MCP resources/list: {b}"));

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
-use crate::gateway::create_key;
+use crate::gateway::{Auth, create_key, mcp_call};
 use crate::support::Server;
 
 const LIGHTHOUSE: &str = "The Brisa lighthouse was built in 1874 on the northern cape of the island. \
@@ -24,23 +24,10 @@ async fn seed(s: &Server, key: &str) {
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
 }
 
-/// One POST to /mcp: status, JSON body (or the text), headers.
+/// One message to `/mcp` as `key` (none: no credentials).
 async fn rpc(s: &Server, key: Option<&str>, session: Option<&str>, extra: &[(&str, &str)], body: &str) -> (u16, Value, HeaderMap) {
-    let mut r = s.http.post(s.url("/mcp")).header("content-type", "application/json").header("accept", "application/json, text/event-stream").body(body.to_owned());
-    if let Some(k) = key {
-        r = r.bearer_auth(k);
-    }
-    if let Some(id) = session {
-        r = r.header("mcp-session-id", id);
-    }
-    for (k, v) in extra {
-        r = r.header(*k, *v);
-    }
-    let resp = r.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let text = resp.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)), headers)
+    let auth = key.map_or(Auth::None, Auth::Bearer);
+    mcp_call(&s.http, &s.url("/mcp"), &auth, session, extra, body).await
 }
 
 const INITIALIZE: &str =
