@@ -859,7 +859,7 @@ impl Engine {
         self.metrics.observe_stage(Stage::Search, t.elapsed().as_secs_f64());
         if rerank.is_some() {
             let t = Instant::now();
-            results = self.rerank(query, query_vector.as_deref(), results, top_k, &mut degraded).await;
+            results = self.rerank(collection, query, query_vector.as_deref(), results, top_k, &mut degraded).await;
             timings.rerank_ms = ms(t);
             self.metrics.observe_stage(Stage::Rerank, t.elapsed().as_secs_f64());
         }
@@ -890,12 +890,35 @@ impl Engine {
 
     /// The rerank stage: the reranker's order of `hits`, the best `top_k`; when it fails, the fused
     /// order and `degraded: ["reranker"]`.
-    async fn rerank(&self, query: &str, query_vector: Option<&[f32]>, hits: Vec<ChunkHit>, top_k: usize, degraded: &mut Vec<String>) -> Vec<ChunkHit> {
+    async fn rerank(
+        &self,
+        collection: &str,
+        query: &str,
+        query_vector: Option<&[f32]>,
+        hits: Vec<ChunkHit>,
+        top_k: usize,
+        degraded: &mut Vec<String>,
+    ) -> Vec<ChunkHit> {
         let Some(reranker) = &self.reranker else { return hits };
         if hits.len() < 2 {
             return hits;
         }
-        match reranker.scores(crate::rerank::RerankInput { query, query_vector, candidates: &hits }).await {
+        // The candidates' stored vectors, for a reranker that compares them; without them it
+        // reranks on what it has (a store that cannot give them is not a failure of the search).
+        let vectors = if reranker.wants_vectors() && query_vector.is_some() {
+            let ids: Vec<uuid::Uuid> = hits.iter().filter_map(|h| uuid::Uuid::parse_str(&h.chunk_id).ok()).collect();
+            match self.store_calls.call(|| self.store.vectors(collection, ids.clone())).await {
+                Ok(v) if v.len() == hits.len() => Some(v),
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::debug!(error = %e, "no stored vectors for the reranker");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        match reranker.scores(crate::rerank::RerankInput { query, query_vector, candidates: &hits, vectors: vectors.as_deref() }).await {
             Ok(scores) => crate::rerank::apply(hits, &scores, top_k),
             Err(e) => {
                 tracing::warn!(error = %e, "reranker unavailable; the fused order stands");

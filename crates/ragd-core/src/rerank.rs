@@ -2,7 +2,7 @@
 //! `"rerank": true`, and the passages an answer is made from), a reranker reorders the best fused
 //! candidates by their relevance to the query.
 //!
-//! - `builtin` (offline, on the packaged embedder): `BuiltinReranker`, see its docs.
+//! - `builtin` (the default; offline, on the stored vectors): `BuiltinReranker`, see its docs.
 //! - `http`: a rerank server (`ragd-models`' `HttpReranker`: Cohere/Jina/llama.cpp and TEI wire formats).
 //!
 //! Every reranker is called through the outbound stack (`ResilientReranker`: breaker, concurrency
@@ -27,6 +27,9 @@ pub struct RerankInput<'a> {
     pub query: &'a str,
     pub query_vector: Option<&'a [f32]>,
     pub candidates: &'a [ChunkHit],
+    /// The candidates' stored dense vectors, in their order, when the reranker asked for them
+    /// (`Reranker::wants_vectors`) and the store could give them.
+    pub vectors: Option<&'a [Option<Vec<f32>>]>,
 }
 
 #[async_trait]
@@ -35,6 +38,10 @@ pub trait Reranker: Send + Sync + 'static {
     fn id(&self) -> &str;
     /// One relevance score per candidate, in the candidates' order; higher is more relevant.
     async fn scores(&self, input: RerankInput<'_>) -> Result<Vec<f32>>;
+    /// Whether the reranker uses the candidates' stored vectors (the engine then fetches them).
+    fn wants_vectors(&self) -> bool {
+        false
+    }
     fn breaker_status(&self) -> Option<BreakerStatus> {
         None
     }
@@ -43,8 +50,8 @@ pub trait Reranker: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum RerankKind {
-    #[default]
     None,
+    #[default]
     Builtin,
     Http,
 }
@@ -64,7 +71,8 @@ pub enum RerankFormat {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RerankSettings {
-    /// `none`, `builtin` (offline, the packaged embedder) or `http` (a rerank server at `url`).
+    /// `none`, `builtin` (the default: offline, feedback from the best candidates' stored
+    /// vectors) or `http` (a rerank server at `url`).
     pub kind: RerankKind,
     /// Fused candidates the reranker sees (a collection's `rerank.candidates` or a request's
     /// `rerank_candidates` override it); the best `top_k` of them are kept.
@@ -167,6 +175,9 @@ impl Reranker for ResilientReranker {
     fn id(&self) -> &str {
         self.inner.id()
     }
+    fn wants_vectors(&self) -> bool {
+        self.inner.wants_vectors()
+    }
     async fn scores(&self, input: RerankInput<'_>) -> Result<Vec<f32>> {
         let n = input.candidates.len();
         let scores = self.outbound.call(|| self.inner.scores(input)).await?;
@@ -195,15 +206,24 @@ pub fn apply(hits: Vec<ChunkHit>, scores: &[f32], top_k: usize) -> Vec<ChunkHit>
         .collect()
 }
 
-/// The builtin reranker: runs offline, on what the search already has. A passage's score is its
-/// fused score (scaled 0..1 over the candidates) plus how well its best evidence unit (sentence,
-/// list item or table row with its headers) covers the query's terms, weighted by their rarity
-/// among the candidates: a passage whose one sentence holds the query's rare words rises above one
-/// that mentions them far apart. docs/retrieval.md has what was tried and measured.
+/// The builtin reranker: pseudo-relevance feedback in the embedding space (Rocchio's method on
+/// the stored chunk vectors). The best fused candidates are taken as feedback: the query vector is
+/// moved towards their centroid, and every candidate is scored by its cosine with the moved query,
+/// interpolated with its fused score. A passage that says what the best candidates say rises
+/// above one that only shares a word or two with the query; a stray high-scoring candidate that
+/// the rest do not support sinks. It needs no model call: the vectors are stored at ingest and
+/// fetched with the candidates (`Reranker::wants_vectors`), so it costs one store read and a few
+/// thousand multiply-adds. Without a query vector or stored vectors the fused order stands.
+/// docs/retrieval.md has what was tried and measured, and how the constants were chosen.
 pub struct BuiltinReranker;
 
-/// Weight of the best unit's term coverage against the fused score (both 0..1).
-const UNIT_COVERAGE_WEIGHT: f32 = 0.5;
+/// Fused candidates taken as feedback (the first `FEEDBACK`, best first).
+const FEEDBACK: usize = 3;
+/// Weight of the feedback centroid against the query vector (Rocchio's β with α = 1).
+const FEEDBACK_WEIGHT: f32 = 1.0;
+/// Share of the moved query's cosine in the final score; the fused score has the rest (both
+/// scaled 0..1 over the candidates).
+const FEEDBACK_SHARE: f32 = 0.5;
 
 #[async_trait]
 impl Reranker for BuiltinReranker {
@@ -211,43 +231,47 @@ impl Reranker for BuiltinReranker {
         "builtin"
     }
 
-    async fn scores(&self, input: RerankInput<'_>) -> Result<Vec<f32>> {
-        let hits = input.candidates;
-        let query = crate::answer::select::terms(input.query);
-        let (lo, hi) = hits.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), h| (lo.min(h.score), hi.max(h.score)));
-        let prior = |s: f32| if hi > lo { (s - lo) / (hi - lo) } else { 1.0 };
-        // Units of every candidate, as term sets; a term's weight is its rarity among the units.
-        let units: Vec<Vec<std::collections::HashSet<String>>> = hits
-            .iter()
-            .map(|h| {
-                crate::answer::evidence::units(0, &h.text, &h.heading_path)
-                    .iter()
-                    .map(|u| crate::answer::select::terms(&u.with_context()).into_iter().collect())
-                    .collect()
-            })
-            .collect();
-        let n_units = units.iter().map(Vec::len).sum::<usize>().max(1) as f32;
-        let weight: Vec<f32> = query
-            .iter()
-            .map(|t| {
-                let df = units.iter().flatten().filter(|u| u.contains(t)).count() as f32;
-                ((n_units + 1.0) / (df + 0.5)).ln().max(0.0)
-            })
-            .collect();
-        let total: f32 = weight.iter().sum();
-        Ok(hits
-            .iter()
-            .zip(&units)
-            .map(|(h, us)| {
-                let best = us
-                    .iter()
-                    .map(|u| query.iter().zip(&weight).filter(|(t, _)| u.contains(*t)).map(|(_, w)| w).sum::<f32>())
-                    .fold(0.0f32, f32::max);
-                let coverage = if total > 0.0 { best / total } else { 0.0 };
-                prior(h.score) + UNIT_COVERAGE_WEIGHT * coverage
-            })
-            .collect())
+    fn wants_vectors(&self) -> bool {
+        true
     }
+
+    async fn scores(&self, input: RerankInput<'_>) -> Result<Vec<f32>> {
+        let fused = min_max(&input.candidates.iter().map(|h| h.score).collect::<Vec<_>>());
+        let (Some(query), Some(vectors)) = (input.query_vector, input.vectors) else { return Ok(fused) };
+        let Some(vectors) = vectors.iter().map(|v| v.as_deref().filter(|v| v.len() == query.len())).collect::<Option<Vec<&[f32]>>>()
+        else {
+            return Ok(fused);
+        };
+        // Feedback: the best fused candidates (ties keep the fused order).
+        let mut order: Vec<usize> = (0..fused.len()).collect();
+        order.sort_by(|&a, &b| fused[b].total_cmp(&fused[a]));
+        let feedback = &order[..FEEDBACK.min(order.len())];
+        let mut moved = unit(query);
+        for &i in feedback {
+            for (m, x) in moved.iter_mut().zip(unit(vectors[i])) {
+                *m += FEEDBACK_WEIGHT * x / feedback.len() as f32;
+            }
+        }
+        let moved = unit(&moved);
+        let similar = min_max(&vectors.iter().map(|v| dot(&moved, &unit(v))).collect::<Vec<_>>());
+        Ok(fused.iter().zip(similar).map(|(f, s)| (1.0 - FEEDBACK_SHARE) * f + FEEDBACK_SHARE * s).collect())
+    }
+}
+
+/// `xs` scaled to 0..1 (all 1 when they are equal).
+fn min_max(xs: &[f32]) -> Vec<f32> {
+    let (lo, hi) = xs.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    xs.iter().map(|&x| if hi > lo { (x - lo) / (hi - lo) } else { 1.0 }).collect()
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `v` scaled to length 1 (a zero vector stays zero).
+fn unit(v: &[f32]) -> Vec<f32> {
+    let n = dot(v, v).sqrt();
+    v.iter().map(|x| if n > 0.0 { x / n } else { 0.0 }).collect()
 }
 
 #[cfg(test)]
@@ -263,17 +287,39 @@ mod tests {
         assert_eq!(out[0].score, 0.5);
     }
 
-    #[tokio::test]
-    async fn builtin_prefers_the_passage_whose_one_unit_holds_the_rare_terms() {
-        // Close fused scores; `scattered` has the query's words in different sentences, `together`
-        // in one sentence.
-        let hits = vec![
-            hit("scattered", 0.52, "The colony is on the sandbank. Seals rest there. Counting happens in spring. Grey skies are common."),
-            hit("together", 0.50, "Harbours are busy in summer. The grey seal colony counted 1,200 animals in 2023."),
-            hit("other", 0.10, "Ferries leave twice a day."),
-        ];
-        let s = BuiltinReranker.scores(RerankInput { query: "how many grey seals were counted in the colony", query_vector: None, candidates: &hits }).await.unwrap();
-        assert!(s[1] > s[0], "{s:?}");
-        assert!(s[0] > s[2], "{s:?}");
+    fn scores_of(query: Option<&[f32]>, hits: &[ChunkHit], vectors: Option<&[Option<Vec<f32>>]>) -> Vec<f32> {
+        let input = RerankInput { query: "q", query_vector: query, candidates: hits, vectors };
+        futures::executor::block_on(BuiltinReranker.scores(input)).unwrap()
+    }
+
+    #[test]
+    fn builtin_raises_the_passage_the_best_candidates_agree_with() {
+        // The three best fused candidates point one way; `agrees` (fused 0.60) points the same
+        // way, `stray` (fused 0.62) is closer to the bare query but not to what the best say.
+        let hits = vec![hit("a", 1.0, ""), hit("b", 0.95, ""), hit("c", 0.9, ""), hit("agrees", 0.60, ""), hit("stray", 0.62, "")];
+        let along = vec![0.6, 0.8, 0.0];
+        let vectors: Vec<Option<Vec<f32>>> =
+            vec![Some(along.clone()), Some(along.clone()), Some(along.clone()), Some(along), Some(vec![0.7, 0.0, 0.714])];
+        let query = [1.0, 0.0, 0.0];
+        let s = scores_of(Some(&query), &hits, Some(&vectors));
+        assert!(s[3] > s[4], "{s:?}");
+        assert!(s[0] > s[3], "the best fused candidate stays first: {s:?}");
+        // Without the feedback (fused order alone) `stray` stays ahead.
+        let fused = scores_of(Some(&query), &hits, None);
+        assert!(fused[4] > fused[3], "{fused:?}");
+    }
+
+    #[test]
+    fn builtin_keeps_the_fused_order_without_usable_vectors() {
+        let hits = vec![hit("a", 0.9, ""), hit("b", 0.5, ""), hit("c", 0.1, "")];
+        let want = [1.0, 0.5, 0.0];
+        let fused = |s: Vec<f32>| s.len() == 3 && s.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6);
+        assert!(fused(scores_of(None, &hits, None)));
+        // A missing vector, or one of another length, leaves the fused order as it is.
+        let query = [1.0, 0.0];
+        let missing = vec![Some(vec![1.0, 0.0]), None, Some(vec![0.0, 1.0])];
+        assert!(fused(scores_of(Some(&query), &hits, Some(&missing))));
+        let short = vec![Some(vec![1.0, 0.0]), Some(vec![1.0]), Some(vec![0.0, 1.0])];
+        assert!(fused(scores_of(Some(&query), &hits, Some(&short))));
     }
 }

@@ -106,6 +106,11 @@ pub trait VectorStore: Send + Sync + 'static {
     }
     /// The chunks with these point ids, in the order asked, skipping ids that do not exist (score 0).
     async fn retrieve(&self, collection: &str, ids: Vec<Uuid>) -> Result<Vec<ChunkHit>>;
+    /// The dense vectors of the chunks with these point ids, in the order asked (`None` for an id
+    /// that does not exist). For the builtin reranker, which compares candidates with each other.
+    async fn vectors(&self, collection: &str, _ids: Vec<Uuid>) -> Result<Vec<Option<Vec<f32>>>> {
+        Err(crate::error::Error::invalid("vectors_unsupported", format!("this vector store cannot return the vectors of `{collection}`")))
+    }
     /// Number of chunks, of the whole collection or of one document.
     async fn count(&self, collection: &str, doc_id: Option<&str>) -> Result<u64>;
     /// Probe for `/health/ready`.

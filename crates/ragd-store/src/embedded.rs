@@ -346,6 +346,25 @@ impl VectorStore for EmbeddedStore {
         .await
     }
 
+    async fn vectors(&self, collection: &str, ids: Vec<uuid::Uuid>) -> Result<Vec<Option<Vec<f32>>>> {
+        let (this, c) = (self.inner.clone(), collection.to_owned());
+        blocking(move || {
+            let shard = this.shard(&c)?;
+            let asked: Vec<PointId> = ids.iter().map(|id| PointId::Uuid(EdgeUuid::from_u128(id.as_u128()))).collect();
+            let records = shard.edge.retrieve(&asked, None, Some(WithVector::Selector(vec![DENSE.into()]))).map_err(Error::internal)?;
+            let mut by_id: HashMap<String, Vec<f32>> = HashMap::with_capacity(records.len());
+            for r in records {
+                if let Some(VectorStructInternal::Named(named)) = &r.vector {
+                    if let Some(VectorInternal::Dense(v)) = named.get(DENSE) {
+                        by_id.insert(r.id.to_string(), v.clone());
+                    }
+                }
+            }
+            Ok(ids.iter().map(|id| by_id.remove(&id.to_string())).collect())
+        })
+        .await
+    }
+
     async fn count(&self, collection: &str, doc_id: Option<&str>) -> Result<u64> {
         let filter = doc_id.map(|d| doc_filter(d, 0)).transpose()?;
         let (this, c) = (self.inner.clone(), collection.to_owned());

@@ -439,6 +439,30 @@ impl VectorStore for QdrantStore {
         Ok(ids.iter().filter_map(|id| by_id.remove(&id.to_string())).collect())
     }
 
+    async fn vectors(&self, collection: &str, ids: Vec<uuid::Uuid>) -> Result<Vec<Option<Vec<f32>>>> {
+        use qdrant_client::qdrant::{VectorsSelector, vector_output, vectors_output};
+        let q = self.qdrant_name(collection);
+        let asked: Vec<PointId> = ids.iter().map(|id| PointId::from(id.to_string())).collect();
+        let got = self
+            .call("get_points", Some(collection), |c| {
+                let b = GetPointsBuilder::new(q.clone(), asked.clone()).with_payload(false).with_vectors(VectorsSelector::from(vec![DENSE.to_owned()]));
+                Box::pin(c.get_points(b))
+            })
+            .await?;
+        let mut by_id: HashMap<String, Vec<f32>> = HashMap::new();
+        for p in got.result {
+            let Some(vectors_output::VectorsOptions::Vectors(named)) = p.vectors.and_then(|v| v.vectors_options) else { continue };
+            let Some(out) = named.vectors.get(DENSE) else { continue };
+            #[allow(deprecated)]
+            let data = match &out.vector {
+                Some(vector_output::Vector::Dense(d)) => d.data.clone(),
+                _ => out.data.clone(),
+            };
+            by_id.insert(id_string(p.id.as_ref()), data);
+        }
+        Ok(ids.iter().map(|id| by_id.remove(&id.to_string())).collect())
+    }
+
     async fn count(&self, collection: &str, doc_id: Option<&str>) -> Result<u64> {
         let q = self.qdrant_name(collection);
         let filter = doc_id.map(|d| doc_filter(d, 0));

@@ -77,6 +77,19 @@ async fn contract(store: Arc<dyn VectorStore>) {
     assert_eq!(store.count(COLLECTION, None).await.unwrap(), 6);
     assert_eq!(store.count(COLLECTION, Some("a")).await.unwrap(), 3);
 
+    // Stored vectors, in the order asked, `None` for an id that does not exist (a cosine store
+    // may keep them normalised: compared by direction).
+    let asked = vec![point_id(COLLECTION, "b", 1), point_id(COLLECTION, "zz", 0), point_id(COLLECTION, "a", 2)];
+    let got = store.vectors(COLLECTION, asked).await.expect("vectors");
+    assert_eq!(got.len(), 3);
+    assert!(got[1].is_none(), "{got:?}");
+    for (v, want) in [(&got[0], vector("b", 1)), (&got[2], vector("a", 2))] {
+        let v = v.as_ref().expect("a stored vector");
+        let dot: f32 = v.iter().zip(&want).map(|(x, y)| x * y).sum();
+        let norms = v.iter().map(|x| x * x).sum::<f32>().sqrt() * want.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((dot / norms - 1.0).abs() < 1e-4, "{v:?} vs {want:?}");
+    }
+
     // Same ids overwrite: no duplicates, new text.
     let mut again = corpus();
     again[5].chunk.text = "glaciers carve fjords over thousands of years".into();

@@ -137,25 +137,26 @@ async fn rerank_settings_are_validated_per_request_and_per_collection() {
     assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_rerank")), "{b}");
 }
 
-/// The builtin reranker (`rerank.kind = "builtin"`) through the API: searches rerank by default
-/// once it is configured, a request can turn it off, and nothing degrades. Without a reranker (the
-/// default) no search reports a rerank stage.
+/// The builtin reranker (`rerank.kind = "builtin"`, the default) through the API: searches rerank
+/// by default, a request can turn it off, and nothing degrades (the embedded store gives the
+/// candidates' vectors). With `rerank.kind = "none"` no search reports a rerank stage.
 #[tokio::test]
-async fn the_builtin_reranker_runs_when_configured_and_only_then() {
+async fn the_builtin_reranker_runs_by_default_and_not_when_turned_off() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(&dir.path().join("a"), &[("RAGD_GENERATOR__KIND", "none"), ("RAGD_RERANK__KIND", "builtin")]);
+    let server = Server::start_with(&dir.path().join("a"), &[("RAGD_GENERATOR__KIND", "none")]);
     seed(&server).await;
     let q = "How many grey seals were counted in the colony?";
     let b = server.search("coast", json!({"query": q, "top_k": 3})).await;
     assert_eq!(b["degraded"], json!([]), "{b}");
     assert_eq!(ids(&b)[0], "seals", "{b}");
-    assert!(b["timings"]["rerank_ms"].as_f64().is_some_and(|t| t > 0.0), "a configured reranker reranks searches by default: {b}");
+    assert!(b["timings"]["rerank_ms"].as_f64().is_some_and(|t| t > 0.0), "the default reranker reranks searches: {b}");
     let off = server.search("coast", json!({"query": q, "top_k": 3, "rerank": false})).await;
     assert!(off["timings"].get("rerank_ms").is_none(), "{off}");
+    assert_eq!(ids(&off)[0], "seals", "{off}");
     drop(server);
-    let plain = Server::start_with(&dir.path().join("b"), &[("RAGD_GENERATOR__KIND", "none")]);
+    let plain = Server::start_with(&dir.path().join("b"), &[("RAGD_GENERATOR__KIND", "none"), ("RAGD_RERANK__KIND", "none")]);
     seed(&plain).await;
     let b = plain.search("coast", json!({"query": q, "top_k": 3, "rerank": true})).await;
-    assert!(b["timings"].get("rerank_ms").is_none(), "no reranker is configured by default: {b}");
+    assert!(b["timings"].get("rerank_ms").is_none(), "`rerank.kind = none` reranks nothing: {b}");
     assert_eq!(b["degraded"], json!([]), "{b}");
 }
