@@ -469,6 +469,11 @@ fn values_of(re: &Regex, shape: Shape, text: &str) -> Vec<(usize, usize)> {
         let dated: Vec<(usize, usize)> = DATE.find_iter(text).chain(TIME.find_iter(text)).map(|m| (m.start(), m.end())).collect();
         out.retain(|(s, e)| !dated.iter().any(|(a, b)| s < b && a < e));
     }
+    if shape == Shape::Count {
+        // A count is whole: a dotted number is a version, a measure or a room (`DockMate 4.0`,
+        // `firmware 2.7.3`), not how many.
+        out.retain(|(s, e)| !text[*s..*e].contains('.'));
+    }
     if shape == Shape::Quantity {
         // Quantities must carry a number (the pattern also takes number words).
         out.retain(|(s, e)| text[*s..*e].chars().any(|c| c.is_ascii_digit()) || text[*s..*e].split_whitespace().count() > 1);
@@ -601,5 +606,8 @@ mod tests {
         assert_eq!(get(Shape::Code), vec!["W14"]);
         assert!(get(Shape::Phone).contains(&"4300".to_owned()));
         assert_eq!(identifiers("When is HydroLog 4.1 out, and what is E07?"), vec!["4.1".to_owned(), "E07".to_owned()]);
+        // Counts are whole: versions and dotted numbers are not how many.
+        assert_eq!(v(Shape::Count, "firmware (version 2.7.3) was pushed from DockMate 4.0 to every station"), Vec::<String>::new());
+        assert_eq!(v(Shape::Count, "revised to 212 of our 340 stations"), vec!["212", "340"]);
     }
 }

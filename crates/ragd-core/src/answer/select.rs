@@ -195,8 +195,9 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 /// embedder answered (`with_context` texts); without them only the lexical part counts.
 pub fn select(question: &str, units: &[Unit], vectors: Option<(&[f32], &[Vec<f32>])>) -> Selection {
     let sel = select_as(evidence::shape(question), question, units, vectors);
-    // "What is the launch code?" may be answered by words ("blue falcon"), not an identifier.
-    if sel.shape == Shape::Code && sel.ranked.is_empty() {
+    // "What is the launch code?" may be answered by words ("blue falcon"), not an identifier; "which
+    // version of Android" by a name and a number ("Android 11"), not a dotted version.
+    if matches!(sel.shape, Shape::Code | Shape::Version) && sel.ranked.is_empty() {
         return select_as(Shape::Open, question, units, vectors);
     }
     sel
@@ -241,6 +242,12 @@ pub fn select_as(shape: Shape, question: &str, units: &[Unit], vectors: Option<(
         let q = question.to_lowercase();
         q.contains("extension") || q.contains(" ext ") || q.contains("dial") || q.contains("internal")
     };
+    // "How many docking stations…": a count of stations, not of days. When some unit counts the
+    // question's thing (the noun within four words after the number), counts of other things drop.
+    let counted: Vec<String> = if shape == Shape::Count { counted_terms(question) } else { Vec::new() };
+    let counts_the_thing = |text: &str, end: usize| counts(&counted, text, end);
+    let someone_counts = !counted.is_empty()
+        && units.iter().any(|u| evidence::values(shape, &u.text).iter().any(|(_, e)| counts_the_thing(&u.text, *e)));
     // A code that many candidate units mention is what they are about (a product's model), not an answer.
     let mut code_units: HashMap<String, usize> = HashMap::new();
     if shape == Shape::Code {
@@ -284,6 +291,7 @@ pub fn select_as(shape: Shape, question: &str, units: &[Unit], vectors: Option<(
             .filter(|(a, b)| !q_norm.contains(&u.text[*a..*b].to_lowercase()))
             .filter(|(a, b)| !wants_extension || u.text[*a..*b].chars().filter(char::is_ascii_digit).count() <= 5)
             .filter(|(a, b)| code_units.get(&u.text[*a..*b]).is_none_or(|n| *n < 3))
+            .filter(|(_, b)| !someone_counts || counts_the_thing(&u.text, *b))
             .collect();
         let mut value_in_context = None;
         // A version in the heading owns the unit (a release's notes): it is the answer, not versions the text mentions.
@@ -412,6 +420,12 @@ pub fn bridge(question: &str, units: &[Unit], vectors: Option<(&[f32], &[Vec<f32
     if !evidence::values(sel.shape, &anchor.unit.text).is_empty() {
         return None;
     }
+    // A count of exactly the question's thing ("212 … docking stations" for "how many docking
+    // stations") answers by itself, however the sentences around it are worded.
+    let counted = counted_terms(question);
+    if sel.shape == Shape::Count && sel.best().is_some_and(|b| b.values.iter().any(|(_, e)| counts(&counted, &b.unit.text, *e))) {
+        return None;
+    }
     let held = held_terms(&anchor.unit);
     // It must be about what the question names (a product, a place): a unit about a neighbour
     // would lead to the neighbour's value.
@@ -462,6 +476,20 @@ pub fn unknown_names(question: &str, passages: &[String]) -> Vec<String> {
         let t = terms(n);
         !t.is_empty() && !held.iter().any(|h| t.iter().all(|w| h.contains(w)))
     }).collect()
+}
+
+/// The thing a "how many" question counts: the content words of the three words after `how many`
+/// (`docking`, `station` in "how many docking stations turned out…").
+fn counted_terms(question: &str) -> Vec<String> {
+    let lower = question.to_lowercase();
+    let Some(at) = lower.find("how many ") else { return Vec::new() };
+    terms(&lower[at + "how many ".len()..].split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+}
+
+/// The number ending at `end` in `text` counts one of `counted` (it is among the next four words).
+fn counts(counted: &[String], text: &str, end: usize) -> bool {
+    let after = terms(&text[end..].split_whitespace().take(4).collect::<Vec<_>>().join(" "));
+    counted.iter().any(|c| after.contains(c))
 }
 
 /// The words of a unit with every heading above it.
@@ -711,6 +739,42 @@ mod tests {
         let sel = select("On what date did the release that removed the CSV export go live?", &units, None);
         let a = short_answer(&sel).unwrap();
         assert!(a.contains("14 October 2024"), "{a}");
+    }
+
+    #[test]
+    fn a_version_spelled_as_a_name_and_a_number_is_answered_as_an_open_question() {
+        let units = vec![
+            unit(0, "Version: 4.2; Release date: 28 April 2025; Minimum Android: Android 11; Minimum iOS: iOS 16", &["Release notes", "Supported versions"]),
+            unit(1, "Station photos can now be attached to a task after it has been closed.", &["Release notes", "Version 4.2"]),
+        ];
+        let sel = select("What's the oldest version of Android that DockMate 4.2 will run on?", &units, None);
+        assert_eq!(sel.shape, Shape::Open, "{sel:?}");
+        assert!(sel.best().is_some_and(|b| b.unit.text.contains("Android 11")), "{sel:?}");
+    }
+
+    #[test]
+    fn a_count_counts_the_questions_thing() {
+        let units = vec![
+            unit(0, "If your device has not updated within two days of a release, contact the Service Desk.", &["FAQ"]),
+            unit(1, "After analysing station logs, this was revised to 212 of our 340 docking stations.", &["Review", "Summary"]),
+        ];
+        let sel = select("How many docking stations were hit by the outage after the release?", &units, None);
+        assert!(sel.ranked.iter().all(|s| s.unit.passage == 1), "{sel:?}");
+        // With no unit counting the thing, any count stays a candidate.
+        let sel = select("How many days until a release is installed?", &units[..1], None);
+        assert_eq!(sel.ranked.len(), 1, "{sel:?}");
+    }
+
+    #[test]
+    fn a_count_of_the_questions_thing_is_not_bridged_past() {
+        let q = "In the end, how many docking stations turned out to be hit by the March firmware outage at Merrowfield?";
+        let units = vec![
+            unit(0, "On the morning of 3 March the firmware outage at Merrowfield hit docking stations across the network, pushed from DockMate.", &["Review", "Summary"]),
+            unit(0, "After analysing logs, this was revised to 212 of our 340 docking stations.", &["Review", "Summary"]),
+        ];
+        let sel = select(q, &units, None);
+        assert!(sel.best().is_some_and(|b| b.unit.text.contains("212")), "{sel:?}");
+        assert!(bridge(q, &units, None, &sel).is_none());
     }
 
     #[test]
