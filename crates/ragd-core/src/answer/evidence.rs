@@ -21,6 +21,8 @@ pub struct Unit {
     pub text: String,
     /// Headings in force, outermost first, then the table caption when the unit is a table row.
     pub context: Vec<String>,
+    /// The unit is a section heading that dates a release: evidence for dates and versions only.
+    pub heading: bool,
 }
 
 impl Unit {
@@ -154,7 +156,7 @@ pub fn units(passage: usize, text: &str, heading_path: &[String]) -> Vec<Unit> {
     let all = lines(text);
     let char_of = |byte: usize| text[..byte].chars().count();
     let mut i = 0;
-    let push = |out: &mut Vec<Unit>, start: usize, end: usize, shown: String, headings: &[String], caption: &Option<String>| {
+    let push = |out: &mut Vec<Unit>, start: usize, end: usize, shown: String, headings: &[String], caption: &Option<String>, heading: bool| {
         let shown = one_line(&shown);
         if shown.chars().filter(|c| c.is_alphanumeric()).count() < 3 {
             return;
@@ -163,7 +165,7 @@ pub fn units(passage: usize, text: &str, heading_path: &[String]) -> Vec<Unit> {
         if let Some(c) = caption {
             context.push(c.clone());
         }
-        out.push(Unit { passage, char_start: char_of(start), char_end: char_of(end), text: shown, context });
+        out.push(Unit { passage, char_start: char_of(start), char_end: char_of(end), text: shown, context, heading });
     };
     while i < all.len() {
         let line = &all[i];
@@ -174,6 +176,13 @@ pub fn units(passage: usize, text: &str, heading_path: &[String]) -> Vec<Unit> {
         }
         if let Some((level, h)) = md_heading(t) {
             headings.truncate(level.saturating_sub(1).min(headings.len()));
+            // A section heading that dates or numbers a release ("4.1.0 — released 9 September
+            // 2024") is evidence of its own: it answers "when did 4.1 come out?", which none of
+            // the lines under it says in so many words. (Not the document's title.)
+            if !headings.is_empty() && (VERSION.is_match(&h) && DATE.is_match(&h)) {
+                let start = line.start + (line.text.len() - line.text.trim_start().len());
+                push(&mut out, start, line.start + line.text.trim_end().len(), h.clone(), &headings, &caption_ctx, true);
+            }
             headings.push(h);
             caption_ctx = None;
             i += 1;
@@ -210,7 +219,7 @@ pub fn units(passage: usize, text: &str, heading_path: &[String]) -> Vec<Unit> {
                                 c.join("; ")
                             };
                             let start = row.start + (row.text.len() - row.text.trim_start().len());
-                            push(&mut out, start, row.start + row.text.trim_end().len(), shown, &headings, &caption_ctx);
+                            push(&mut out, start, row.start + row.text.trim_end().len(), shown, &headings, &caption_ctx, false);
                         }
                     }
                 }
@@ -239,7 +248,7 @@ pub fn units(passage: usize, text: &str, heading_path: &[String]) -> Vec<Unit> {
             let body = LIST_ITEM.replace(&text[start..end], "").into_owned();
             let skipped = text[start..end].len() - body.len();
             for (s, e) in sentence_spans(&body) {
-                push(&mut out, start + skipped + s, start + skipped + e, body[s..e].to_owned(), &headings, &caption_ctx);
+                push(&mut out, start + skipped + s, start + skipped + e, body[s..e].to_owned(), &headings, &caption_ctx, false);
             }
             i = j;
             continue;
@@ -257,7 +266,7 @@ pub fn units(passage: usize, text: &str, heading_path: &[String]) -> Vec<Unit> {
         let end = all[j - 1].start + all[j - 1].text.trim_end().len();
         let para = &text[start..end];
         for (s, e) in sentence_spans(para) {
-            push(&mut out, start + s, start + e, para[s..e].to_owned(), &headings, &caption_ctx);
+            push(&mut out, start + s, start + e, para[s..e].to_owned(), &headings, &caption_ctx, false);
         }
         // A table's caption covers the rows that follow it, not the prose after the table.
         if !para.contains('\n') && para.split_whitespace().count() > 12 {
@@ -501,6 +510,24 @@ pub fn identifiers(text: &str) -> Vec<String> {
     out
 }
 
+/// Whether two identifiers name the same thing: equal, or versions of which one is the other's
+/// line (`4.1` and `4.1.0` or `4.1.2`; not `4.10`).
+pub fn same_identifier(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    fn version(s: &str) -> Option<Vec<&str>> {
+        s.starts_with(|c: char| c.is_ascii_digit()).then(|| s.split('.').collect())
+    }
+    match (version(a), version(b)) {
+        (Some(x), Some(y)) => {
+            let (short, long) = if x.len() <= y.len() { (x, y) } else { (y, x) };
+            short.len() >= 2 && long.starts_with(&short)
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -606,6 +633,9 @@ mod tests {
         assert_eq!(get(Shape::Code), vec!["W14"]);
         assert!(get(Shape::Phone).contains(&"4300".to_owned()));
         assert_eq!(identifiers("When is HydroLog 4.1 out, and what is E07?"), vec!["4.1".to_owned(), "E07".to_owned()]);
+        // A release line names its point releases.
+        assert!(same_identifier("4.1", "4.1.0") && same_identifier("4.1.2", "4.1") && same_identifier("E07", "E07"));
+        assert!(!same_identifier("4.1", "4.10") && !same_identifier("4.1.2", "4.1.3") && !same_identifier("E07", "E071"));
         // Counts are whole: versions and dotted numbers are not how many.
         assert_eq!(v(Shape::Count, "firmware (version 2.7.3) was pushed from DockMate 4.0 to every station"), Vec::<String>::new());
         assert_eq!(v(Shape::Count, "revised to 212 of our 340 stations"), vec!["212", "340"]);

@@ -279,8 +279,11 @@ pub fn select_as(shape: Shape, question: &str, units: &[Unit], vectors: Option<(
             Some((q, vs)) => DENSE_WEIGHT * cosine(q, &vs[i]) + (1.0 - DENSE_WEIGHT) * lex,
             None => lex,
         };
+        if u.heading && !matches!(shape, Shape::Date | Shape::Version) {
+            continue;
+        }
         let ids_here = evidence::identifiers(&u.with_context());
-        let names_other = !q_ids.is_empty() && !q_ids.iter().any(|id| ids_here.contains(id));
+        let names_other = !q_ids.is_empty() && !q_ids.iter().any(|id| ids_here.iter().any(|h| evidence::same_identifier(id, h)));
         if names_other && !ids_here.is_empty() {
             // About another release, code or model than the one the question names.
             continue;
@@ -306,7 +309,7 @@ pub fn select_as(shape: Shape, question: &str, units: &[Unit], vectors: Option<(
             };
             for c in allowed.iter().rev() {
                 let c_ids = evidence::identifiers(c);
-                let other = !q_ids.is_empty() && !c_ids.is_empty() && !q_ids.iter().any(|id| c_ids.contains(id));
+                let other = !q_ids.is_empty() && !c_ids.is_empty() && !q_ids.iter().any(|id| c_ids.iter().any(|c| evidence::same_identifier(id, c)));
                 if !other && evidence::values(shape, c).iter().any(|(a, b)| !q_norm.contains(&c[*a..*b].to_lowercase())) {
                     value_in_context = Some(c.clone());
                     break;
@@ -712,7 +715,7 @@ mod tests {
     use super::*;
 
     fn unit(passage: usize, text: &str, context: &[&str]) -> Unit {
-        Unit { passage, char_start: 0, char_end: text.chars().count(), text: text.into(), context: context.iter().map(|s| s.to_string()).collect() }
+        Unit { passage, char_start: 0, char_end: text.chars().count(), text: text.into(), context: context.iter().map(|s| s.to_string()).collect(), heading: false }
     }
 
     #[test]
@@ -775,6 +778,18 @@ mod tests {
         let sel = select(q, &units, None);
         assert!(sel.best().is_some_and(|b| b.unit.text.contains("212")), "{sel:?}");
         assert!(bridge(q, &units, None, &sel).is_none());
+    }
+
+    #[test]
+    fn a_release_heading_answers_when_the_release_came_out() {
+        let text = "## Supported versions\n\n| Version line | Status | Support ends |\n|---|---|---|\n| 4.1.x | End of life | 31 March 2025 |\n\n## 4.1.0 — released 9 September 2024\n\n- **New:** Offline mode for handheld ticket scanners.\n- **Changed:** Ticket office session timeout increased from 15 to 30 minutes.";
+        let units = evidence::units(0, text, &["DeckMate Release Notes".to_owned()]);
+        assert!(units.iter().any(|u| u.heading && u.text.starts_with("4.1.0")), "{units:?}");
+        let sel = select("When was DeckMate 4.1 released?", &units, None);
+        assert!(sel.best().is_some_and(|b| b.unit.heading && b.unit.text.contains("9 September 2024")), "{sel:?}");
+        // Only dates and versions read headings as evidence.
+        let open = select("What is new for ticket scanners in DeckMate 4.1?", &units, None);
+        assert!(open.ranked.iter().all(|s| !s.unit.heading), "{open:?}");
     }
 
     #[test]
