@@ -347,7 +347,7 @@ pub fn shape(question: &str) -> Shape {
     let q = format!(" {} ", question.to_lowercase().replace(['?', ',', '\''], " "));
     let has = |w: &str| q.contains(&format!(" {w} "));
     let any = |ws: &[&str]| ws.iter().any(|w| has(w));
-    if any(&["cost", "costs", "price", "fee", "fees", "charge", "charged", "payment", "budget", "salary", "spend", "spent", "revenue", "allowance"])
+    if any(&["cost", "costs", "costing", "costed", "price", "priced", "fee", "fees", "fare", "fares", "charge", "charged", "payment", "budget", "salary", "spend", "spent", "revenue", "allowance"])
         || (has("how") && has("much") && any(&["pay", "paid", "costs", "cost", "charge"]))
     {
         return Shape::Money;
@@ -370,7 +370,8 @@ pub fn shape(question: &str) -> Shape {
     if any(&["code", "codes"]) && any(&["which", "what"]) {
         return Shape::Code;
     }
-    if any(&["extension", "phone", "telephone", "dial"]) {
+    // "What number do I ring/call…": a phone number, not a number that names something.
+    if any(&["extension", "phone", "telephone", "dial"]) || (q.contains(" what number ") && any(&["ring", "call", "reach", "contact"])) {
         return Shape::Phone;
     }
     // "the room number", "the number of the room" — not "the number of people" (a count).
@@ -610,6 +611,8 @@ mod tests {
         assert_eq!(shape("By what date is the fix due?"), Shape::Date);
         assert_eq!(shape("How long can a session last?"), Shape::Duration);
         assert_eq!(shape("How many properties lost supply?"), Shape::Count);
+        assert_eq!(shape("What did the repair end up costing?"), Shape::Money);
+        assert_eq!(shape("What number do I ring to speak to someone in payroll?"), Shape::Phone);
         assert_eq!(shape("In which version did the export go away?"), Shape::Version);
         assert_eq!(shape("Which code means the pump keeps dosing?"), Shape::Code);
         assert_eq!(shape("What's the extension for facilities?"), Shape::Phone);

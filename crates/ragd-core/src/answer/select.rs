@@ -559,7 +559,13 @@ pub fn names(text: &str) -> Vec<String> {
         if raw.ends_with([',', ';', ')', '(']) || raw.starts_with('(') {
             flush(&mut run, &mut out);
         }
-        sentence_start = raw.ends_with(['.', '!', '?']) && !raw.ends_with("..");
+        // A sentence's end, and a separator between fields (`· Report issued: …`, `| Action`,
+        // `— Status`): a capital after them starts a phrase, it does not mark a name.
+        let separator = matches!(raw, "·" | "•" | "|" | "—" | "–" | "-" | "/");
+        sentence_start = (raw.ends_with(['.', '!', '?']) && !raw.ends_with("..")) || separator;
+        if separator {
+            flush(&mut run, &mut out);
+        }
     }
     flush(&mut run, &mut out);
     out
@@ -790,6 +796,12 @@ mod tests {
         // Only dates and versions read headings as evidence.
         let open = select("What is new for ticket scanners in DeckMate 4.1?", &units, None);
         assert!(open.ranked.iter().all(|s| !s.unit.heading), "{open:?}");
+    }
+
+    #[test]
+    fn a_capital_after_a_field_separator_is_not_a_name() {
+        let n = names("Date of incident: Thursday 14 November 2024 · Report issued: 9 December 2024 · led by Dr Ines Okafor");
+        assert_eq!(n, vec!["Dr Ines Okafor".to_owned()]);
     }
 
     #[test]
