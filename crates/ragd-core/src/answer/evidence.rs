@@ -23,16 +23,31 @@ pub struct Unit {
     pub context: Vec<String>,
     /// The unit is a section heading that dates a release: evidence for dates and versions only.
     pub heading: bool,
+    /// For a sentence that opens with a pronoun ("It was later revised to £42,300"), the sentence
+    /// before it, which says what the pronoun is: matched and embedded with the unit, never a
+    /// source of its values.
+    pub lead: Option<String>,
 }
 
 impl Unit {
-    /// The innermost heading or caption and the unit: what is embedded and matched.
+    /// The innermost heading or caption, the sentence a pronoun refers to, and the unit: what is
+    /// embedded and matched.
     pub fn with_context(&self) -> String {
-        match self.context.last() {
-            Some(c) => format!("{c}: {}", self.text),
+        let text = match &self.lead {
+            Some(l) => format!("{l} {}", self.text),
             None => self.text.clone(),
+        };
+        match self.context.last() {
+            Some(c) => format!("{c}: {text}"),
+            None => text,
         }
     }
+}
+
+/// A sentence that opens with a pronoun standing for something said before it.
+fn opens_with_pronoun(sentence: &str) -> bool {
+    let first = sentence.split_whitespace().next().unwrap_or("").trim_matches(|c: char| !c.is_alphanumeric());
+    matches!(first, "It" | "This" | "That" | "These" | "Those" | "They" | "Its" | "Their" | "He" | "She")
 }
 
 /// A line of the chunk with its byte range (without the newline).
@@ -165,7 +180,7 @@ pub fn units(passage: usize, text: &str, heading_path: &[String]) -> Vec<Unit> {
         if let Some(c) = caption {
             context.push(c.clone());
         }
-        out.push(Unit { passage, char_start: char_of(start), char_end: char_of(end), text: shown, context, heading });
+        out.push(Unit { passage, char_start: char_of(start), char_end: char_of(end), text: shown, context, heading, lead: None });
     };
     while i < all.len() {
         let line = &all[i];
@@ -265,8 +280,17 @@ pub fn units(passage: usize, text: &str, heading_path: &[String]) -> Vec<Unit> {
         let start = line.start + (line.text.len() - line.text.trim_start().len());
         let end = all[j - 1].start + all[j - 1].text.trim_end().len();
         let para = &text[start..end];
+        let mut before: Option<String> = None;
         for (s, e) in sentence_spans(para) {
+            let n = out.len();
             push(&mut out, start + s, start + e, para[s..e].to_owned(), &headings, &caption_ctx, false);
+            if out.len() > n {
+                let u = out.last_mut().expect("pushed");
+                if opens_with_pronoun(&u.text) {
+                    u.lead = before.clone();
+                }
+                before = Some(u.text.clone());
+            }
         }
         // A table's caption covers the rows that follow it, not the prose after the table.
         if !para.contains('\n') && para.split_whitespace().count() > 12 {

@@ -37,6 +37,17 @@ const OUTER_WEIGHT: f32 = 0.5;
 const VOTE_WINDOW: f32 = 0.1;
 /// What borrowing its date from a heading costs a unit (see `select_as`).
 const BORROWED_DATE: f32 = 0.05;
+
+/// A unit that gives its value as a revision ("later revised to £42,300") scores this much above
+/// one that gives it as a first figure ("first estimated at £18,500"), unless the question asks for
+/// the first figure: a document that corrects a number means the correction.
+const REVISED: f32 = 0.05;
+static REVISION: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"(?i)\b(?:revised|updated|corrected|amended|later|subsequently|finally|eventually|now)\b|\b(?:increased|reduced|raised|lowered|changed|cut)\s+to\b").expect("regex")
+});
+static FIRST_FIGURE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"(?i)\bfirst\s+(?:estimated|reported|quoted|set|planned|announced|put|given)\b|\b(?:initially|originally|previously|provisionally)\b|\boriginal\b").expect("regex")
+});
 /// Longest extractive answer, in words (a longer unit is cut around its value).
 const MAX_ANSWER_WORDS: usize = 40;
 
@@ -224,6 +235,7 @@ pub fn select_as(shape: Shape, question: &str, units: &[Unit], vectors: Option<(
         terms(question).into_iter().filter(|t| !named.contains(t) && seen.insert(t.clone())).collect()
     };
     let q_ids = evidence::identifiers(question);
+    let asks_first = FIRST_FIGURE.is_match(question) || question.to_lowercase().contains(" at first");
     let unit_terms: Vec<HashSet<String>> = units.iter().map(|u| terms(&u.with_context()).into_iter().collect()).collect();
     // The headings above the innermost one (the document's title, its section): they say what the
     // unit is about, so their words count, at half weight (every unit under them shares them).
@@ -328,6 +340,11 @@ pub fn select_as(shape: Shape, question: &str, units: &[Unit], vectors: Option<(
         }
         if names_other {
             score -= 0.15;
+        }
+        if !vals.is_empty() {
+            // +1 for a revised figure, -1 for a first one, 0 for both or neither.
+            let revision = REVISION.is_match(&u.text) as i32 - FIRST_FIGURE.is_match(&u.text) as i32;
+            score += REVISED * revision as f32 * if asks_first { -1.0 } else { 1.0 };
         }
         ranked.push(Scored { unit: u.clone(), support: if names_other { support - 0.15 } else { support }, score, values: vals, value_in_context });
     }
@@ -721,7 +738,7 @@ mod tests {
     use super::*;
 
     fn unit(passage: usize, text: &str, context: &[&str]) -> Unit {
-        Unit { passage, char_start: 0, char_end: text.chars().count(), text: text.into(), context: context.iter().map(|s| s.to_string()).collect(), heading: false }
+        Unit { passage, char_start: 0, char_end: text.chars().count(), text: text.into(), context: context.iter().map(|s| s.to_string()).collect(), heading: false, lead: None }
     }
 
     #[test]
@@ -802,6 +819,16 @@ mod tests {
     fn a_capital_after_a_field_separator_is_not_a_name() {
         let n = names("Date of incident: Thursday 14 November 2024 · Report issued: 9 December 2024 · led by Dr Ines Okafor");
         assert_eq!(n, vec!["Dr Ines Okafor".to_owned()]);
+    }
+
+    #[test]
+    fn a_revised_figure_beats_the_first_one_unless_the_first_is_asked_for() {
+        let text = "The repair cost was first estimated at £18,500, covering a replacement hose. It was later revised to £42,300 after the contractor found a damaged cylinder.";
+        let units = evidence::units(0, text, &["Incident review".to_owned(), "Impact".to_owned()]);
+        assert!(units[1].lead.is_some(), "a sentence opening with a pronoun reads with the one before: {units:?}");
+        let best = |q: &str| select(q, &units, None).best().map(|b| b.unit.text.clone()).unwrap_or_default();
+        assert!(best("What did the repair end up costing?").contains("42,300"), "{:?}", select("What did the repair end up costing?", &units, None));
+        assert!(best("What was the repair cost first estimated at?").contains("18,500"));
     }
 
     #[test]
