@@ -355,7 +355,15 @@ pub fn select_as(shape: Shape, question: &str, units: &[Unit], vectors: Option<(
     // Confidence: the best unit's support plus how far it stands out from the next unit that could
     // answer (capped), so a unit that alone fits the question counts even when its wording differs.
     let best = ranked.first().map(|s| s.support).unwrap_or(0.0);
-    let next = ranked.iter().skip(1).map(|s| s.support).fold(0.0f32, f32::max);
+    // A table row keyed by one of the question's words that no other candidate holds (the
+    // directory's `Payroll` row for "…someone in payroll?") has no rival: the units after it are
+    // about other things, however close their scores.
+    let keyed = shape != Shape::Open
+        && ranked.first().and_then(|b| row_key(&b.unit.text)).is_some_and(|key| {
+            let key: HashSet<String> = terms(key).into_iter().collect();
+            q_terms.iter().filter(|t| key.contains(*t)).any(|t| ranked.iter().skip(1).all(|s| !terms(&s.unit.text).contains(t)))
+        });
+    let next = if keyed { 0.0 } else { ranked.iter().skip(1).map(|s| s.support).fold(0.0f32, f32::max) };
     let confidence = best + (best - next).clamp(0.0, MAX_MARGIN);
     Selection { shape, found: confidence >= not_found_below(shape), confidence, ranked }
 }
@@ -504,6 +512,13 @@ fn counted_terms(question: &str) -> Vec<String> {
     let lower = question.to_lowercase();
     let Some(at) = lower.find("how many ") else { return Vec::new() };
     terms(&lower[at + "how many ".len()..].split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+}
+
+/// The first cell of a table row as units show it (`Team / role: Payroll; Name: …` → `Payroll`).
+fn row_key(text: &str) -> Option<&str> {
+    let (first, rest) = text.split_once("; ")?;
+    let (header, cell) = first.split_once(": ")?;
+    (header.len() <= 40 && rest.contains(": ")).then_some(cell)
 }
 
 /// The number ending at `end` in `text` counts one of `counted` (it is among the next four words).
@@ -829,6 +844,21 @@ mod tests {
         let best = |q: &str| select(q, &units, None).best().map(|b| b.unit.text.clone()).unwrap_or_default();
         assert!(best("What did the repair end up costing?").contains("42,300"), "{:?}", select("What did the repair end up costing?", &units, None));
         assert!(best("What was the repair cost first estimated at?").contains("18,500"));
+    }
+
+    #[test]
+    fn a_row_keyed_by_the_questions_word_has_no_rival() {
+        let units = vec![
+            unit(0, "Team / role: Payroll; Name: Tom Aldous; Extension: 2340; Hours: Mon–Thu", &["FAQ", "Who do I contact?"]),
+            unit(0, "Team / role: IT Service Desk; Name: IT team; Extension: 2400; Hours: 24 hours", &["FAQ", "Who do I contact?"]),
+            unit(0, "From an outside line, dial 01632 96 followed by the four-digit extension.", &["FAQ", "Who do I contact?"]),
+        ];
+        let sel = select("What number do I ring to speak to someone in payroll?", &units, None);
+        assert!(sel.best().is_some_and(|b| b.unit.text.contains("2340")), "{sel:?}");
+        assert!(sel.confidence >= sel.best().unwrap().support + MAX_MARGIN - 1e-6, "{sel:?}");
+        // A department no row is keyed by gets no such lift.
+        let sel = select("What number do I ring to speak to someone in marketing?", &units, None);
+        assert!(!sel.found, "{sel:?}");
     }
 
     #[test]
