@@ -354,10 +354,10 @@ impl VectorStore for EmbeddedStore {
             let records = shard.edge.retrieve(&asked, None, Some(WithVector::Selector(vec![DENSE.into()]))).map_err(Error::internal)?;
             let mut by_id: HashMap<String, Vec<f32>> = HashMap::with_capacity(records.len());
             for r in records {
-                if let Some(VectorStructInternal::Named(named)) = &r.vector {
-                    if let Some(VectorInternal::Dense(v)) = named.get(DENSE) {
-                        by_id.insert(r.id.to_string(), v.clone());
-                    }
+                if let Some(VectorStructInternal::Named(named)) = &r.vector
+                    && let Some(VectorInternal::Dense(v)) = named.get(DENSE)
+                {
+                    by_id.insert(r.id.to_string(), v.clone());
                 }
             }
             Ok(ids.iter().map(|id| by_id.remove(&id.to_string())).collect())
