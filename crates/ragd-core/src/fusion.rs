@@ -74,6 +74,13 @@ pub fn rrf_score(pos: usize, weight: f32, k: usize) -> f32 {
     if weight <= 0.0 { 0.0 } else { 1.0 / ((pos + 1) as f32 / weight + k as f32 - 1.0) }
 }
 
+/// `xs` scaled to 0..1 over their range (all 1 when they are equal): the `relative` fusion's
+/// normalisation, and the builtin reranker's.
+pub fn min_max(xs: &[f32]) -> Vec<f32> {
+    let (lo, hi) = xs.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    xs.iter().map(|&x| if hi > lo { (x - lo) / (hi - lo) } else { 1.0 }).collect()
+}
+
 /// Each candidate's contribution from one side, in the side's order.
 fn side_scores(hits: &[ChunkHit], f: &Fusion, weight: f32) -> Vec<f32> {
     if hits.is_empty() || weight <= 0.0 {
@@ -81,11 +88,7 @@ fn side_scores(hits: &[ChunkHit], f: &Fusion, weight: f32) -> Vec<f32> {
     }
     match f.method {
         FusionMethod::Rrf => (0..hits.len()).map(|pos| rrf_score(pos, weight, f.rrf_k)).collect(),
-        FusionMethod::Relative => {
-            let (lo, hi) = hits.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), h| (lo.min(h.score), hi.max(h.score)));
-            let span = hi - lo;
-            hits.iter().map(|h| if span > 0.0 { weight * (h.score - lo) / span } else { weight }).collect()
-        }
+        FusionMethod::Relative => min_max(&hits.iter().map(|h| h.score).collect::<Vec<_>>()).into_iter().map(|s| weight * s).collect(),
         FusionMethod::Dbsf => {
             let n = hits.len() as f32;
             let mean = hits.iter().map(|h| h.score).sum::<f32>() / n;

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::breaker::{BreakerObserver, BreakerStatus};
 use crate::error::{Error, Result};
+use crate::fusion::min_max;
 use crate::resilience::{Outbound, ResilienceSettings};
 use crate::types::ChunkHit;
 
@@ -238,7 +239,8 @@ impl Reranker for BuiltinReranker {
     async fn scores(&self, input: RerankInput<'_>) -> Result<Vec<f32>> {
         let fused = min_max(&input.candidates.iter().map(|h| h.score).collect::<Vec<_>>());
         let (Some(query), Some(vectors)) = (input.query_vector, input.vectors) else { return Ok(fused) };
-        let Some(vectors) = vectors.iter().map(|v| v.as_deref().filter(|v| v.len() == query.len())).collect::<Option<Vec<&[f32]>>>()
+        // Each vector scaled to length 1 once (stores need not keep them normalised).
+        let Some(vectors) = vectors.iter().map(|v| v.as_deref().filter(|v| v.len() == query.len()).map(unit)).collect::<Option<Vec<Vec<f32>>>>()
         else {
             return Ok(fused);
         };
@@ -248,20 +250,14 @@ impl Reranker for BuiltinReranker {
         let feedback = &order[..FEEDBACK.min(order.len())];
         let mut moved = unit(query);
         for &i in feedback {
-            for (m, x) in moved.iter_mut().zip(unit(vectors[i])) {
+            for (m, x) in moved.iter_mut().zip(&vectors[i]) {
                 *m += FEEDBACK_WEIGHT * x / feedback.len() as f32;
             }
         }
         let moved = unit(&moved);
-        let similar = min_max(&vectors.iter().map(|v| dot(&moved, &unit(v))).collect::<Vec<_>>());
+        let similar = min_max(&vectors.iter().map(|v| dot(&moved, v)).collect::<Vec<_>>());
         Ok(fused.iter().zip(similar).map(|(f, s)| (1.0 - FEEDBACK_SHARE) * f + FEEDBACK_SHARE * s).collect())
     }
-}
-
-/// `xs` scaled to 0..1 (all 1 when they are equal).
-fn min_max(xs: &[f32]) -> Vec<f32> {
-    let (lo, hi) = xs.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-    xs.iter().map(|&x| if hi > lo { (x - lo) / (hi - lo) } else { 1.0 }).collect()
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {

@@ -191,7 +191,7 @@ pub fn units(passage: usize, text: &str, heading_path: &[String]) -> Vec<Unit> {
         }
         if let Some((level, h)) = md_heading(t) {
             headings.truncate(level.saturating_sub(1).min(headings.len()));
-            // A section heading that dates or numbers a release ("4.1.0 — released 9 September
+            // A section heading that names a release and its date ("4.1.0 — released 9 September
             // 2024") is evidence of its own: it answers "when did 4.1 come out?", which none of
             // the lines under it says in so many words. (Not the document's title.)
             if !headings.is_empty() && (VERSION.is_match(&h) && DATE.is_match(&h)) {
