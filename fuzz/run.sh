@@ -5,7 +5,7 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 SECONDS_PER_TARGET="${1:-600}"; shift || true
-TARGETS=("$@"); [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(parse_pdf parse_docx parse_html parse_markdown chunk json_bodies)
+TARGETS=("$@"); [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(parse_pdf parse_docx parse_html parse_markdown parse_pptx parse_xlsx parse_ods parse_odt parse_epub parse_eml parse_csv parse_json parse_jsonl chunk json_bodies)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1   # cargo fuzz passes nightly-only flags; this allows them on stable
 status=0

@@ -9,6 +9,8 @@ command -v promtool >/dev/null 2>&1 || apt_install "the observability tests scra
 command -v curl >/dev/null 2>&1 || apt_install "the HTTPS test checks HTTP/2 with it" curl
 [ -x /usr/bin/chromium ] || apt_install "the web dashboard is tested in a real browser" chromium fonts-dejavu-core fonts-liberation
 command -v node >/dev/null 2>&1 || apt_install "Playwright drives the browser from Node.js" nodejs npm
+command -v tesseract >/dev/null 2>&1 || apt_install "scanned PDF pages and images are read by OCR (Tesseract) in the format tests" tesseract-ocr tesseract-ocr-eng
+command -v pdftoppm >/dev/null 2>&1 || apt_install "scanned PDF pages are drawn for OCR by Poppler's pdftoppm" poppler-utils
 command -v redis-server >/dev/null 2>&1 || apt_install "cluster mode's shared cache, limiter and job queue are tested against a real Redis" redis-server
 if ! redis-cli -p 6379 ping >/dev/null 2>&1; then
   echo "==> starting Redis on 127.0.0.1:6379 (the Redis tests use it; nothing is kept on disk)"

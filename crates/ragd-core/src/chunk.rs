@@ -4,7 +4,7 @@
 use text_splitter::{ChunkConfig, ChunkSizer, MarkdownSplitter, TextSplitter};
 
 use crate::embed::TokenCounter;
-use crate::parse::ParsedDocument;
+use crate::parse::{PageSpan, ParsedDocument, SpanUnit};
 
 fn default_max_tokens() -> usize {
     250
@@ -68,6 +68,15 @@ pub struct Chunk {
     pub char_end: usize,
     /// PDF: page where the chunk starts.
     pub page: Option<u32>,
+    /// pptx: slide where the chunk starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slide: Option<u32>,
+    /// xlsx, ods: name of the sheet the chunk is from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sheet: Option<String>,
+    /// The chunk starts in text read by OCR.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ocr: bool,
 }
 
 /// Lets text-splitter measure candidate chunks in the embedder's own tokens.
@@ -92,18 +101,27 @@ pub fn chunk_document(
     // text-splitter rejects a zero capacity and an overlap that is not below it.
     let max = cfg.max_tokens.max(1);
     let overlap = cfg.overlap_tokens.min(max - 1);
-    let config = ChunkConfig::new(max)
-        .with_overlap(overlap)
-        .unwrap_or_else(|_| ChunkConfig::new(max))
-        .with_sizer(TokenSizer(counter));
+    let config = || {
+        ChunkConfig::new(max)
+            .with_overlap(overlap)
+            .unwrap_or_else(|_| ChunkConfig::new(max))
+            .with_sizer(TokenSizer(counter))
+    };
 
     // Markdown goes through the Markdown splitter so chunks break at headings and block boundaries
-    // before sentences.
-    let pieces: Vec<(usize, &str)> = if doc.markdown {
-        MarkdownSplitter::new(config).chunk_indices(text).collect()
-    } else {
-        TextSplitter::new(config).chunk_indices(text).collect()
-    };
+    // before sentences. Each page, slide or sheet is split on its own, so a chunk never runs from
+    // one into the next and the place it gives is where all of its text is.
+    let markdown = doc.markdown.then(|| MarkdownSplitter::new(config()));
+    let plain = (!doc.markdown).then(|| TextSplitter::new(config()));
+    let mut pieces: Vec<(usize, &str)> = Vec::new();
+    for (from, to) in segments(doc) {
+        let part = &text[from..to];
+        match (&markdown, &plain) {
+            (Some(m), _) => pieces.extend(m.chunk_indices(part).map(|(i, s)| (from + i, s))),
+            (None, Some(t)) => pieces.extend(t.chunk_indices(part).map(|(i, s)| (from + i, s))),
+            (None, None) => {}
+        }
+    }
 
     let headings = if doc.markdown {
         markdown_headings(text)
@@ -137,25 +155,66 @@ pub fn chunk_document(
 
         let char_start = offsets.char_at(byte_start);
         let char_end = char_start + trimmed.chars().count();
+        let span = span_at(doc, char_start);
+        let (page, slide, sheet) = match span {
+            None => (None, None, None),
+            Some(p) => match p.unit {
+                SpanUnit::Page => (Some(p.page), None, None),
+                SpanUnit::Slide => (None, Some(p.page), None),
+                SpanUnit::Sheet => (None, None, p.name.clone()),
+                SpanUnit::Chapter => (None, None, None),
+            },
+        };
         chunks.push(Chunk {
             index: chunks.len() as u32,
             text: trimmed.to_string(),
             heading_path: stack.iter().map(|h| h.text.clone()).collect(),
             char_start,
             char_end,
-            page: page_at(doc, char_start),
+            page,
+            slide,
+            sheet,
+            ocr: span.is_some_and(|p| p.ocr),
         });
     }
     chunks
 }
 
-/// The page whose text contains `char_pos`; positions between pages go to the next page.
-fn page_at(doc: &ParsedDocument, char_pos: usize) -> Option<u32> {
+/// Byte ranges of the text to split separately: each page (slide, sheet) on its own; the whole
+/// text when the document has none. Text between two pages (their separator) belongs to neither.
+fn segments(doc: &ParsedDocument) -> Vec<(usize, usize)> {
+    let text = doc.text.as_str();
+    if doc.pages.is_empty() {
+        return vec![(0, text.len())];
+    }
+    // Char offsets to byte offsets, in one pass over the text.
+    let mut wanted: Vec<usize> = doc.pages.iter().flat_map(|p| [p.char_start, p.char_end]).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut bytes = std::collections::HashMap::with_capacity(wanted.len());
+    let mut next = wanted.iter().peekable();
+    for (c, (b, _)) in text.char_indices().enumerate() {
+        while next.peek().is_some_and(|w| **w <= c) {
+            bytes.insert(*next.next().expect("peeked"), b);
+        }
+    }
+    for w in next {
+        bytes.insert(*w, text.len());
+    }
+    doc.pages
+        .iter()
+        .map(|p| (bytes[&p.char_start], bytes[&p.char_end].max(bytes[&p.char_start])))
+        .filter(|(a, b)| b > a)
+        .collect()
+}
+
+/// The page (slide, sheet) whose text contains `char_pos`; positions between two go to the next.
+fn span_at(doc: &ParsedDocument, char_pos: usize) -> Option<&PageSpan> {
     if doc.pages.is_empty() {
         return None;
     }
     let idx = doc.pages.partition_point(|p| p.char_end <= char_pos);
-    doc.pages.get(idx).or(doc.pages.last()).map(|p| p.page)
+    doc.pages.get(idx).or(doc.pages.last())
 }
 
 /// Converts byte offsets to char offsets in one pass when queried in increasing order (as chunk
@@ -276,6 +335,7 @@ mod tests {
             text: text.to_string(),
             markdown,
             pages: vec![],
+            attachments: Vec::new(),
         }
     }
 
@@ -469,18 +529,22 @@ mod tests {
                     page: 1,
                     char_start: 0,
                     char_end: n1,
+                    ..Default::default()
                 },
                 PageSpan {
                     page: 2,
                     char_start: n1 + 2,
                     char_end: n1 + 2 + p2.len(),
+                    ..Default::default()
                 },
                 PageSpan {
                     page: 3,
                     char_start: n1 + 2,
                     char_end: text.chars().count(),
+                    ..Default::default()
                 },
             ],
+            attachments: Vec::new(),
         };
         let c = cfg(25, 5);
         let chunks = chunk_document(&d, &c, &Words);

@@ -669,12 +669,13 @@ impl Engine {
         };
         let metrics = self.metrics.clone();
         let ingest = ingest.clone();
+        let ocr = self.settings.ocr.enabled.then(|| self.settings.ocr.clone());
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("ragd-parse".into())
             .stack_size(crate::parse::PARSE_STACK_BYTES)
             .spawn(move || {
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare_all(docs, &ingest, deadline, &metrics)))
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare_all(docs, &ingest, ocr, deadline, &metrics)))
                     .unwrap_or_else(|_| Err(Error::Unparseable("a document could not be parsed (the parser failed on it)".into())));
                 let _ = tx.send(result);
                 drop(slot);
@@ -1016,16 +1017,31 @@ pub fn check_document_count(n: usize, max: usize) -> Result<()> {
     Ok(())
 }
 
+/// How deep attachments are followed: an e-mail's attachments, and the attachments of a message
+/// forwarded as an attachment; deeper ones are left out.
+const MAX_ATTACHMENT_DEPTH: usize = 2;
+
 /// Parses an upload's documents in order on the calling (parse) thread, within the per-document
-/// limits and the upload's totals of inflated bytes and text.
-fn prepare_all(docs: Vec<NewDocument>, ingest: &crate::settings::IngestSettings, deadline: Instant, metrics: &Metrics) -> Result<Vec<PendingDocument>> {
+/// limits and the upload's totals of inflated bytes and text. An e-mail's attachments follow as
+/// documents of their own (id `<message id>/<file name>`, metadata `parent_doc_id` and
+/// `attachment`), counted against `ingest.max_documents_per_request`; one that is not a readable
+/// document is left out (logged), as the message is still worth having.
+fn prepare_all(
+    docs: Vec<NewDocument>,
+    ingest: &crate::settings::IngestSettings,
+    ocr: Option<crate::settings::OcrSettings>,
+    deadline: Instant,
+    metrics: &Metrics,
+) -> Result<Vec<PendingDocument>> {
     let (mut inflated, mut text) = (0u64, 0u64);
     let mut pending = Vec::with_capacity(docs.len());
-    for doc in docs {
+    let mut queue: std::collections::VecDeque<(NewDocument, usize)> = docs.into_iter().map(|d| (d, 0)).collect();
+    while let Some((doc, depth)) = queue.pop_front() {
         if Instant::now() >= deadline {
             return Err(crate::parse::parse_timeout());
         }
         let mut limits = ParseLimits::for_document(ingest, Some(deadline));
+        limits.ocr = ocr.clone();
         // What is left of the upload's totals, when that is less than a document may use.
         let inflated_left = ingest.max_request_inflated_bytes.saturating_sub(inflated);
         if inflated_left < limits.inflated_bytes {
@@ -1042,9 +1058,42 @@ fn prepare_all(docs: Vec<NewDocument>, ingest: &crate::settings::IngestSettings,
         let t = Instant::now();
         let r = prepare(doc, &limits);
         metrics.observe_stage(Stage::Parse, t.elapsed().as_secs_f64());
-        let (doc, used) = r?;
+        let (mut doc, used) = match r {
+            Err(e @ (Error::Unparseable(_) | Error::UnsupportedMediaType(_))) if depth > 0 => {
+                tracing::warn!(error = %e, "an attachment is not a readable document; left out");
+                continue;
+            }
+            r => r?,
+        };
         inflated += used;
         text += doc.parsed.text.len() as u64;
+        let attachments = std::mem::take(&mut doc.parsed.attachments);
+        if depth < MAX_ATTACHMENT_DEPTH {
+            let mut names = std::collections::HashSet::new();
+            for a in attachments {
+                check_document_count(pending.len() + queue.len() + 2, ingest.max_documents_per_request)?;
+                // Ids stay unique within the message: a repeated file name gets a number.
+                let base: String = a.filename.chars().filter(|c| !c.is_control()).take(120).collect();
+                let mut name = base.clone();
+                let mut n = 1;
+                while !names.insert(name.clone()) {
+                    n += 1;
+                    name = format!("{base} ({n})");
+                }
+                let mut metadata = doc.metadata.clone();
+                metadata.insert("parent_doc_id".into(), serde_json::Value::String(doc.id.clone()));
+                metadata.insert("attachment".into(), serde_json::Value::String(name.clone()));
+                let child = NewDocument {
+                    id: Some(format!("{}/{name}", doc.id)),
+                    title: Some(name.clone()),
+                    metadata,
+                    body: DocumentBody::File { filename: Some(a.filename), content_type: a.content_type, bytes: a.bytes },
+                };
+                queue.push_back((child, depth + 1));
+            }
+        } else if !attachments.is_empty() {
+            tracing::warn!(depth, "attachments nested deeper than {MAX_ATTACHMENT_DEPTH} levels are left out");
+        }
         pending.push(doc);
     }
     Ok(pending)

@@ -36,6 +36,13 @@ pub enum Error {
     /// `request_too_large`, `parse_timeout`): refused before that work is done, never retried.
     #[error("{message}")]
     Limit { code: &'static str, message: String },
+    /// A remote server ragd was asked to fetch from (URL ingest) failed: unreachable, an error
+    /// status, a broken redirect (`fetch_failed`).
+    #[error("{message}")]
+    Upstream { code: &'static str, message: String },
+    /// A remote server ragd was asked to fetch from did not answer in time (`fetch_timeout`).
+    #[error("{0}")]
+    UpstreamTimeout(String),
     /// A dependency (embedder, vector store) cannot serve right now; retry after the given delay.
     #[error("{dependency} is unavailable: {message}")]
     Unavailable {
@@ -81,10 +88,12 @@ impl Error {
             | Error::Conflict { code, .. }
             | Error::Unauthorized { code, .. }
             | Error::Forbidden { code, .. }
-            | Error::Limit { code, .. } => code,
+            | Error::Limit { code, .. }
+            | Error::Upstream { code, .. } => code,
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::Unparseable(_) => "unparseable_document",
             Error::TooLarge(_) => "payload_too_large",
+            Error::UpstreamTimeout(_) => "fetch_timeout",
             Error::Unavailable { .. } => "service_unavailable",
             Error::Internal(_) => "internal_error",
         }

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod catalog;
 pub mod chunk;
 pub mod embed;
+pub mod egress;
 pub mod engine;
 pub mod error;
 pub mod fusion;

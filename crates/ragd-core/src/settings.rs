@@ -45,6 +45,10 @@ pub struct Settings {
     /// Default chunking of new collections.
     pub chunking: ChunkingConfig,
     pub ingest: IngestSettings,
+    /// OCR of scanned PDF pages and images, through Tesseract (docs/ingestion.md, "Formats").
+    pub ocr: OcrSettings,
+    /// URL ingest: what may be fetched, how much, how long (docs/ingestion.md, "URLs").
+    pub fetch: FetchSettings,
     pub search: SearchSettings,
     /// The rerank stage between search and answers (`none`, `builtin`, `http`).
     pub rerank: crate::rerank::RerankSettings,
@@ -429,6 +433,30 @@ pub struct IngestSettings {
     pub parse_timeout_ms: u64,
 }
 
+/// OCR: PDF pages that have pictures and no text, and png/jpeg/tiff uploads, are read by Tesseract
+/// (its command line, `tesseract`, with Poppler's `pdftoppm` to draw PDF pages), within the upload's
+/// parse time (`ingest.parse_timeout_ms`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OcrSettings {
+    /// Off: scanned pages stay without text (a PDF of scans only gets 422) and images are refused.
+    pub enabled: bool,
+    /// Tesseract's language codes (`eng`, `deu`, `fra`, ...); each needs its traineddata installed
+    /// (Debian: `tesseract-ocr-<code>`).
+    pub languages: Vec<String>,
+    /// Pages OCR'd in one document at most; a document with more scanned pages: 422 `document_too_large`.
+    pub max_pages: u32,
+    /// Largest image (width × height) handed to Tesseract; larger: 422 `document_too_large`,
+    /// refused from the image's header before it is decoded.
+    pub max_image_pixels: u64,
+}
+
+impl Default for OcrSettings {
+    fn default() -> Self {
+        OcrSettings { enabled: true, languages: vec!["eng".into()], max_pages: 50, max_image_pixels: 40_000_000 }
+    }
+}
+
 /// The largest `ingest.max_nesting_depth` accepted: the parse thread's stack is sized for it.
 pub const MAX_NESTING_DEPTH_LIMIT: usize = 4096;
 
@@ -450,6 +478,68 @@ impl Default for IngestSettings {
             max_chunks_per_document: 10_000,
             parse_timeout_ms: 60_000,
         }
+    }
+}
+
+/// URL ingest (`{"url": ...}`, `{"sitemap": ...}`, crawls): every hop's address is checked against a
+/// deny list of non-public addresses before ragd connects (`egress.rs`); `allow` exempts blocks from it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FetchSettings {
+    /// `false` refuses URL ingest (403 `url_ingest_disabled`).
+    pub enabled: bool,
+    /// CIDRs (`10.0.0.0/8`, `fd00::/8`, `127.0.0.1`) that may be fetched although the deny list
+    /// (loopback, private, link-local, metadata, ...) holds them. Empty: public addresses only.
+    pub allow: Vec<String>,
+    /// Largest page (or sitemap) fetched; larger: 422 `page_too_large` (a crawl skips it).
+    /// `ingest.max_upload_bytes` bounds it too, and everything one request fetches.
+    pub max_bytes: u64,
+    /// Longest one request to a remote server may take, from its DNS lookup to the last byte of its
+    /// body; past it: 504 `fetch_timeout` (a crawl skips the page).
+    pub timeout_ms: u64,
+    /// Redirects followed per page (each target is checked like the first URL).
+    pub max_redirects: u32,
+    /// Most pages a crawl or a sitemap ingests (and the largest `max_pages` a request may ask for);
+    /// `ingest.max_documents_per_request` bounds it too.
+    pub max_pages: usize,
+    /// Longest a crawl or a sitemap may fetch for (at most half of `limits.ingest_timeout_ms`, which
+    /// bounds the whole request); when it is up, the pages fetched so far are ingested.
+    pub crawl_timeout_ms: u64,
+    /// Sent as `User-Agent` on every fetch.
+    pub user_agent: String,
+}
+
+impl Default for FetchSettings {
+    fn default() -> Self {
+        FetchSettings {
+            enabled: true,
+            allow: Vec::new(),
+            max_bytes: 16 * 1024 * 1024,
+            timeout_ms: 15_000,
+            max_redirects: 5,
+            max_pages: 50,
+            crawl_timeout_ms: 120_000,
+            user_agent: concat!("ragd/", env!("CARGO_PKG_VERSION"), " (URL ingest)").into(),
+        }
+    }
+}
+
+impl FetchSettings {
+    fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if let Err(bad) = crate::egress::EgressPolicy::new(&self.allow) {
+            p.extend(bad.into_iter().map(|b| format!("fetch.allow: {b}")));
+        }
+        if self.max_bytes < 1024 {
+            p.push("fetch.max_bytes must be at least 1024".into());
+        }
+        if self.max_pages == 0 || self.timeout_ms == 0 || self.crawl_timeout_ms == 0 {
+            p.push("fetch.max_pages, fetch.timeout_ms and fetch.crawl_timeout_ms must be at least 1".into());
+        }
+        if self.user_agent.is_empty() || !self.user_agent.chars().all(|c| c == ' ' || c.is_ascii_graphic()) {
+            p.push("fetch.user_agent must be printable ASCII and not empty".into());
+        }
+        p
     }
 }
 
@@ -499,6 +589,9 @@ pub struct ResilienceByDependency {
     /// The reranker (the per-call timeout is `rerank.timeout_ms`). Never retried: the fused order
     /// is the fallback.
     pub reranker: crate::resilience::ResilienceSettings,
+    /// URL ingest's requests to remote servers (the per-request timeout is `fetch.timeout_ms`). One
+    /// attempt each; only failures to get an answer (connect, timeout) count against the breaker.
+    pub fetch: crate::resilience::ResilienceSettings,
 }
 
 impl Default for ResilienceByDependency {
@@ -545,6 +638,16 @@ impl Default for ResilienceByDependency {
                 queue_timeout_ms: 5_000,
                 max_attempts: 2,
                 backoff_ms: 200,
+            },
+            // One breaker for every remote site: it opens when the way out is broken (most fetches
+            // fail to connect), not because one site is down, hence the high failure rate. A
+            // half-open probe may take the whole `fetch.timeout_ms`.
+            fetch: ResilienceSettings {
+                breaker: BreakerConfig { window_size: 50, minimum_calls: 20, failure_rate: 0.9, slow_call_ms: 60_000, wait_in_open_ms: 10_000, half_open_deadline_ms: 30_000, ..BreakerConfig::default() },
+                max_concurrent: 16,
+                queue_timeout_ms: 10_000,
+                max_attempts: 1,
+                backoff_ms: 100,
             },
         }
     }
@@ -666,6 +769,8 @@ impl Default for Settings {
             shutdown_grace_secs: 30,
             chunking: ChunkingConfig::default(),
             ingest: IngestSettings::default(),
+            ocr: OcrSettings::default(),
+            fetch: FetchSettings::default(),
             search: SearchSettings::default(),
             rerank: Default::default(),
             store: StoreSettings::default(),
@@ -899,6 +1004,8 @@ impl Settings {
         p.extend(self.resilience.jwks.problems("resilience.jwks"));
         p.extend(self.resilience.vector_store.problems("resilience.vector_store"));
         p.extend(self.resilience.reranker.problems("resilience.reranker"));
+        p.extend(self.resilience.fetch.problems("resilience.fetch"));
+        p.extend(self.fetch.problems());
         p.extend(self.rerank.problems());
         if self.answer.max_conversations == 0 {
             p.push("answer.max_conversations must be at least 1".into());
@@ -927,6 +1034,18 @@ impl Settings {
         }
         if i.max_request_inflated_bytes < i.max_document_inflated_bytes || i.max_request_text_bytes < i.max_document_text_bytes {
             p.push("ingest.max_request_inflated_bytes and ingest.max_request_text_bytes must be at least their per-document limits".into());
+        }
+        let o = &self.ocr;
+        if o.languages.is_empty()
+            || o.languages.iter().any(|l| l.is_empty() || !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            p.push("ocr.languages must list Tesseract language codes such as \"eng\" (letters, digits, `_`)".into());
+        }
+        if o.max_pages == 0 || o.max_pages > 10_000 {
+            p.push("ocr.max_pages must be between 1 and 10000".into());
+        }
+        if o.max_image_pixels < 10_000 || o.max_image_pixels > 1_000_000_000 {
+            p.push("ocr.max_image_pixels must be between 10000 and 1000000000".into());
         }
         if !(8..=MAX_NESTING_DEPTH_LIMIT).contains(&i.max_nesting_depth) {
             p.push(format!("ingest.max_nesting_depth must be between 8 and {MAX_NESTING_DEPTH_LIMIT}"));
@@ -1032,6 +1151,15 @@ mod tests {
             let bad = s.problems().iter().any(|p| p.starts_with("cors.allowed_origins"));
             assert_eq!(bad, !ok, "{origin}");
         }
+    }
+
+    #[test]
+    fn fetch_allow_lists_cidrs_from_the_file_or_the_environment() {
+        let s = Settings::load(&Sources { env: env(&[("RAGD_FETCH__ALLOW", "[\"127.0.0.0/8\", \"fd00::/8\"]")]), ..Default::default() }).unwrap();
+        assert_eq!(s.fetch.allow, vec!["127.0.0.0/8", "fd00::/8"]);
+        assert!(Settings::default().fetch.allow.is_empty(), "nothing is allowed past the deny list by default");
+        let bad = Settings::load(&Sources { env: env(&[("RAGD_FETCH__ALLOW", "[\"10.0.0.1/8\", \"intranet\"]")]), ..Default::default() }).unwrap_err();
+        assert_eq!(bad.iter().filter(|p| p.starts_with("fetch.allow")).count(), 2, "{bad:?}");
     }
 
     #[test]

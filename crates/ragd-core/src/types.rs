@@ -196,14 +196,22 @@ pub struct ChunkHit {
     pub offsets: Offsets,
 }
 
-/// Where a chunk sits in its document's extracted text: character (not byte) offsets, and the PDF page it starts on.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// Where a chunk sits in its document: character (not byte) offsets into the extracted text, and the
+/// page (PDF, 1-based), slide (pptx, 1-based) or sheet (xlsx, ods: its name) it starts on.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Offsets {
     pub char_start: usize,
     pub char_end: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slide: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sheet: Option<String>,
+    /// The chunk's text was read from an image by OCR (a scanned page, a picture), not from text.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ocr: bool,
 }
 
 pub fn now_rfc3339() -> String {
@@ -222,6 +230,6 @@ pub(crate) fn test_hit(id: &str, score: f32, text: &str) -> ChunkHit {
         text: text.into(),
         metadata: Default::default(),
         heading_path: vec![],
-        offsets: Offsets { char_start: 0, char_end: 0, page: None },
+        offsets: Offsets::default(),
     }
 }

@@ -5,6 +5,7 @@ mod answers;
 mod conn;
 mod error;
 mod extract;
+mod fetch;
 pub mod gateway;
 mod health;
 mod jwt;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub started: std::time::Instant,
     /// Open MCP sessions (`/mcp`).
     pub mcp: Arc<mcp::Sessions>,
+    /// URL ingest (`fetch.rs`); `None` on the admin listener, which ingests nothing.
+    pub fetcher: Option<Arc<fetch::Fetcher>>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -59,7 +62,8 @@ pub fn router(engine: Arc<Engine>, gateway: Arc<Gateway>) -> Router {
     let json_limit = usize::try_from(engine.settings().limits.json_body_bytes).unwrap_or(usize::MAX);
     let cors = gateway::cors(&engine.settings().cors);
     let tls = engine.settings().tls.cert_file.is_some();
-    let state = AppState { engine, gateway, started: std::time::Instant::now(), mcp: Arc::default() };
+    let fetcher = Arc::new(fetch::Fetcher::new(engine.settings(), engine.metrics().clone()));
+    let state = AppState { engine, gateway, started: std::time::Instant::now(), mcp: Arc::default(), fetcher: Some(fetcher) };
     let api = Router::new()
         .route("/status", get(health::status))
         .route("/keys", post(keys::create).get(keys::list))
@@ -112,7 +116,7 @@ pub fn router(engine: Arc<Engine>, gateway: Arc<Gateway>) -> Router {
 
 /// The admin application: `/metrics` and the health routes, for the admin listener.
 pub fn admin_router(engine: Arc<Engine>, gateway: Arc<Gateway>) -> Router {
-    let state = AppState { engine, gateway, started: std::time::Instant::now(), mcp: Arc::default() };
+    let state = AppState { engine, gateway, started: std::time::Instant::now(), mcp: Arc::default(), fetcher: None };
     let router = Router::new()
         .route("/metrics", get(health::metrics))
         .route("/health/live", get(health::live))

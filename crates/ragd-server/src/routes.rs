@@ -120,6 +120,19 @@ pub struct JsonDocuments {
     pub documents: Vec<JsonDocument>,
 }
 
+// For the OpenAPI document only: one `application/json` entry, `oneOf` the three forms (listed as
+// three entries, each replaced the one before). The handler tells the forms apart itself
+// (`json_documents`).
+/// A JSON upload: one document, a list of documents, or pages for ragd to fetch.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum JsonBody {
+    Document(JsonDocument),
+    Documents(JsonDocuments),
+    Urls(crate::fetch::UrlIngest),
+}
+
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct AddQuery {
     /// Answer only when the job has finished (200 with the job), or after `timeout_ms` (202).
@@ -143,13 +156,18 @@ pub struct AcceptedDocument {
 #[utoipa::path(post, path = "/api/v1/collections/{name}/documents", tag = "documents",
     params(AddQuery, ("Idempotency-Key" = Option<String>, Header, description = "Replays return the first job")),
     request_body(content(
-        (JsonDocument = "application/json"),
-        (JsonDocuments = "application/json"),
+        (JsonBody = "application/json"),
         (String = "multipart/form-data")
-    ), description = "JSON documents, or multipart `file` parts (txt, md, html, pdf, docx) with an optional `metadata` part (a JSON object) and, with one file, `id` and `title` parts"),
+    ), description = "JSON documents, or multipart `file` parts (txt, md, html, pdf, docx, pptx, xlsx, ods, odt, epub, eml, csv, tsv, json, jsonl, png, jpeg, tiff) with an optional `metadata` part (a JSON object) and, with one file, `id` and `title` parts, \
+        or pages ragd fetches: `{\"url\"}` (one page; optional `id`, `title`, `metadata`), `{\"url\", \"crawl\": {\"max_pages\", \"same_host\"}}` (links followed breadth first) \
+        or `{\"sitemap\", \"max_pages\"?}`. Each page becomes a document parsed by its content type, id = its final URL, `source_url` in its metadata. \
+        Every hop's address must be public unless `fetch.allow` lists it (400 `url_not_allowed`, before any connection); 502 `fetch_failed`, 504 `fetch_timeout`, 422 `page_too_large`."),
     responses((status = 202, body = Accepted), (status = 200, body = JobRecord, description = "with wait=true, the finished job"),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody, description = "URL ingest is turned off (`url_ingest_disabled`)"),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 502, body = ErrorBody, description = "a page could not be fetched (`fetch_failed`)"),
+        (status = 504, body = ErrorBody, description = "a page did not arrive within fetch.timeout_ms (`fetch_timeout`)")))]
 pub async fn add_documents(
     State(st): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -166,7 +184,11 @@ pub async fn add_documents(
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let max_docs = st.engine.settings().ingest.max_documents_per_request;
     let docs = if content_type.starts_with("application/json") {
-        json_documents(req, limit, max_docs).await?
+        match json_documents(req, limit, max_docs).await? {
+            JsonUpload::Documents(docs) => docs,
+            // Fetched here, before the job is stored: a page that cannot be had is this request's error.
+            JsonUpload::Urls(u) => st.fetcher.as_ref().ok_or_else(|| Error::internal("URL ingest on a listener without a fetcher"))?.documents(u).await?,
+        }
     } else if content_type.starts_with("multipart/form-data") {
         multipart_documents(req, max_docs).await?
     } else {
@@ -205,15 +227,25 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
-async fn json_documents(req: Request, limit: u64, max_docs: usize) -> Result<Vec<NewDocument>, ApiError> {
+/// A JSON upload: documents, or the pages a URL ingest request names (`fetch.rs`).
+enum JsonUpload {
+    Documents(Vec<NewDocument>),
+    Urls(crate::fetch::UrlIngest),
+}
+
+async fn json_documents(req: Request, limit: u64, max_docs: usize) -> Result<JsonUpload, ApiError> {
     let bytes = axum::body::to_bytes(req.into_body(), limit as usize)
         .await
         .map_err(|_| Error::TooLarge(format!("the body is larger than the limit (ingest.max_upload_bytes = {limit})")))?;
     // Decoding tens of MiB of JSON is CPU work: off the async threads.
-    let docs = tokio::task::spawn_blocking(move || -> Result<Vec<JsonDocument>, Error> {
+    let upload = tokio::task::spawn_blocking(move || -> Result<JsonUpload, Error> {
         let value: Value =
             serde_json::from_slice(&bytes).map_err(|e| Error::invalid("invalid_json", format!("malformed JSON: {e}")))?;
         drop(bytes);
+        if crate::fetch::is_url_ingest(&value) {
+            let urls = serde_json::from_value(value).map_err(|e| Error::invalid("invalid_request", e.to_string()))?;
+            return Ok(JsonUpload::Urls(urls));
+        }
         if let Some(list) = value.get("documents").and_then(Value::as_array) {
             // Counted before the documents are decoded or parsed.
             ragd_core::engine::check_document_count(list.len(), max_docs)?;
@@ -223,14 +255,15 @@ async fn json_documents(req: Request, limit: u64, max_docs: usize) -> Result<Vec
         } else {
             serde_json::from_value::<JsonDocument>(value).map(|d| vec![d])
         }
+        .map(|docs| {
+            let docs = docs.into_iter().map(|d| NewDocument { id: d.id, title: d.title, metadata: d.metadata, body: DocumentBody::Text(d.text) });
+            JsonUpload::Documents(docs.collect())
+        })
         .map_err(|e| Error::invalid("invalid_request", e.to_string()))
     })
     .await
     .map_err(Error::internal)??;
-    Ok(docs
-        .into_iter()
-        .map(|d| NewDocument { id: d.id, title: d.title, metadata: d.metadata, body: DocumentBody::Text(d.text) })
-        .collect())
+    Ok(upload)
 }
 
 async fn multipart_documents(req: Request, max_docs: usize) -> Result<Vec<NewDocument>, ApiError> {

@@ -242,6 +242,9 @@ pub(crate) fn chunk_payload(p: &ChunkPoint) -> Value {
         "char_start": p.chunk.char_start,
         "char_end": p.chunk.char_end,
         "page": p.chunk.page,
+        "slide": p.chunk.slide,
+        "sheet": p.chunk.sheet,
+        "ocr": p.chunk.ocr,
         "text": p.chunk.text,
         "metadata": Value::Object(p.metadata.clone()),
     })
@@ -267,6 +270,9 @@ pub(crate) fn hit_from_payload(chunk_id: &str, score: f32, payload: Value) -> Re
             char_start: n("char_start").unwrap_or(0) as usize,
             char_end: n("char_end").unwrap_or(0) as usize,
             page: n("page").map(|p| p as u32),
+            slide: n("slide").map(|p| p as u32),
+            sheet: s("sheet"),
+            ocr: payload.get("ocr").and_then(Value::as_bool).unwrap_or(false),
         },
     })
 }
@@ -423,6 +429,9 @@ impl VectorStore for EmbeddedStore {
                         char_start: hit.offsets.char_start,
                         char_end: hit.offsets.char_end,
                         page: hit.offsets.page,
+                        slide: hit.offsets.slide,
+                        sheet: hit.offsets.sheet,
+                        ocr: hit.offsets.ocr,
                     },
                     dense,
                 });

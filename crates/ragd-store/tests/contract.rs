@@ -41,6 +41,9 @@ fn point(doc: &str, index: u32, text: &str, lang: &str) -> ChunkPoint {
             char_start: index as usize * 100,
             char_end: index as usize * 100 + text.chars().count(),
             page: Some(index + 1),
+            slide: Some(index + 2),
+            sheet: Some(format!("Sheet {index}")),
+            ocr: index == 1,
         },
         dense: vector(doc, index),
     }
@@ -105,6 +108,8 @@ async fn contract(store: Arc<dyn VectorStore>) {
     assert_eq!(h.title.as_deref(), Some("Title b"));
     assert_eq!(h.heading_path, vec!["Top".to_owned(), "Part 1".to_owned()]);
     assert_eq!((h.offsets.char_start, h.offsets.page), (100, Some(2)));
+    // Slide, sheet and the OCR mark come back as they were stored.
+    assert_eq!((h.offsets.slide, h.offsets.sheet.as_deref(), h.offsets.ocr), (Some(3), Some("Sheet 1"), true));
     assert_eq!(h.metadata.get("lang"), Some(&Value::from("fr")));
     assert_eq!(h.metadata.get("year"), Some(&Value::from(2021)));
 

@@ -84,7 +84,7 @@ pub async fn run(args: GeneratorBenchArgs, models_dir: PathBuf) -> anyhow::Resul
             text: text.clone(),
             metadata: Default::default(),
             heading_path: vec![],
-            offsets: Offsets { char_start: 0, char_end: text.chars().count(), page: None },
+            offsets: Offsets { char_start: 0, char_end: text.chars().count(), ..Offsets::default() },
         });
     }
     anyhow::ensure!(!hits.is_empty(), "no paragraphs found in {}", args.passages_from.display());

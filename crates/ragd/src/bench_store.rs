@@ -87,7 +87,7 @@ pub async fn run(a: StoreBenchArgs) -> anyhow::Result<ExitCode> {
                         doc_id,
                         title: None,
                         metadata: Default::default(),
-                        chunk: Chunk { index: 0, text, heading_path: vec![], char_start: 0, char_end: chars, page: None },
+                        chunk: Chunk { index: 0, text, heading_path: vec![], char_start: 0, char_end: chars, page: None, slide: None, sheet: None, ocr: false },
                         dense: rng.vector(a.dimensions),
                     }
                 })

@@ -67,6 +67,12 @@ impl Client {
         Ok(self.send(r).await?.1)
     }
 
+    /// A URL ingest request (`{"url"}`, `{"url", "crawl"}`, `{"sitemap"}`): the server fetches the pages.
+    pub async fn upload_url(&self, collection: &str, body: Value) -> anyhow::Result<Value> {
+        let r = self.req(reqwest::Method::POST, &format!("/api/v1/collections/{collection}/documents")).json(&body);
+        Ok(self.send(r).await?.1)
+    }
+
     pub async fn upload_files(&self, collection: &str, files: Vec<(String, Vec<u8>)>, key: &str) -> anyhow::Result<Value> {
         let mut form = reqwest::multipart::Form::new();
         for (name, bytes) in files {

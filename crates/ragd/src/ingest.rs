@@ -1,5 +1,6 @@
-//! `ragd ingest`: walks files and folders, uploads what the server can parse in batches, follows the
-//! jobs to the end with a progress bar, and summarises what was ingested, unchanged, skipped, failed.
+//! `ragd ingest`: walks files and folders, uploads what the server can parse in batches, has the
+//! server fetch http(s) URLs (a page, a crawl, a sitemap), follows the jobs to the end with a
+//! progress bar, and summarises what was ingested, unchanged, skipped, failed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,11 +16,15 @@ use crate::ServerArgs;
 use crate::client::Client;
 
 /// File extensions the server parses; `.jsonl` is read here, one JSON document per line.
-const SUPPORTED: &[&str] = &["txt", "text", "md", "markdown", "html", "htm", "pdf", "docx"];
+const SUPPORTED: &[&str] = &[
+    "txt", "text", "md", "markdown", "html", "htm", "pdf", "docx", "pptx", "xlsx", "xlsm", "odt", "ods", "epub", "eml", "csv", "tsv",
+    "json", "png", "jpg", "jpeg", "tif", "tiff",
+];
 
 #[derive(Args)]
 pub struct IngestArgs {
-    /// Files and folders (folders are walked recursively; hidden entries are skipped).
+    /// Files and folders (folders are walked recursively; hidden entries are skipped), and http(s)
+    /// URLs, which the server fetches (within its `fetch.*` settings; private addresses are refused).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     #[arg(long, short)]
@@ -33,6 +38,16 @@ pub struct IngestArgs {
     /// Print a line per acknowledged upload (job id and document count).
     #[arg(long, short)]
     verbose: bool,
+    /// URLs: crawl from each, following links breadth first, up to this many pages per URL (on the
+    /// URL's host unless `--any-host`).
+    #[arg(long, value_name = "PAGES")]
+    crawl: Option<usize>,
+    /// With `--crawl`: follow links to other hosts too.
+    #[arg(long, requires = "crawl")]
+    any_host: bool,
+    /// URLs are sitemaps: ingest the pages they list (up to `--crawl` pages, or the server's `fetch.max_pages`).
+    #[arg(long)]
+    sitemap: bool,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -40,6 +55,22 @@ pub struct IngestArgs {
 enum Upload {
     Files(Vec<(String, Vec<u8>)>),
     Json(Vec<Value>),
+    /// A URL ingest request's body (`{"url"}`, `{"url", "crawl"}` or `{"sitemap"}`), named by its URL.
+    Url(String, Value),
+}
+
+/// An argument that names a URL rather than a file.
+fn is_url(arg: &Path) -> bool {
+    arg.to_str().is_some_and(|s| s.starts_with("http://") || s.starts_with("https://"))
+}
+
+fn url_request(url: &str, args: &IngestArgs) -> Value {
+    match (args.sitemap, args.crawl) {
+        (true, Some(n)) => json!({ "sitemap": url, "max_pages": n }),
+        (true, None) => json!({ "sitemap": url }),
+        (false, Some(n)) => json!({ "url": url, "crawl": { "max_pages": n, "same_host": !args.any_host } }),
+        (false, None) => json!({ "url": url }),
+    }
 }
 
 pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
@@ -48,12 +79,18 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
 
     let mut skipped: Vec<(String, String)> = Vec::new();
     let mut files = Vec::new();
+    // URLs are fetched by the server, one request each (a crawl or a sitemap makes many documents).
+    let mut uploads = Vec::new();
     for root in &args.paths {
+        if is_url(root) {
+            let url = root.to_string_lossy().into_owned();
+            uploads.push(Upload::Url(url.clone(), url_request(&url, &args)));
+            continue;
+        }
         collect(root, root, &mut files, &mut skipped).with_context(|| format!("reading {}", root.display()))?;
     }
 
     // Build the uploads: files in groups, .jsonl lines as JSON documents.
-    let mut uploads = Vec::new();
     let mut group = Vec::new();
     for (id, path) in files {
         if path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("jsonl")) {
@@ -72,7 +109,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
     if !group.is_empty() {
         uploads.push(Upload::Files(group));
     }
-    let total: usize = uploads.iter().map(|u| match u { Upload::Files(f) => f.len(), Upload::Json(d) => d.len() }).sum();
+    let total: usize = uploads.iter().map(|u| match u { Upload::Files(f) => f.len(), Upload::Json(d) => d.len(), Upload::Url(..) => 1 }).sum();
 
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
@@ -111,6 +148,27 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
                 let body = serde_json::to_vec(&docs)?;
                 let key = batch_key([(b"jsonl".as_slice(), body.as_slice())]);
                 (client.upload_json(&args.collection, docs, &key).await, names)
+            }
+            Upload::Url(url, body) => {
+                // No idempotency key: running the command again fetches the pages again.
+                match client.upload_url(&args.collection, body).await {
+                    Ok(v) => {
+                        // A crawl or a sitemap counted as one document until the server said how many.
+                        let n = v["documents"].as_array().map_or(1, Vec::len) as u64;
+                        bar.inc_length(n.saturating_sub(1));
+                        acknowledge(&bar, &mut jobs, v, args.verbose);
+                    }
+                    // A page that cannot be fetched (or is refused) is that URL's failure, not the run's.
+                    Err(e) if is_document_error(&e) || is_fetch_error(&e) => {
+                        failed.push((url, e.to_string()));
+                        bar.inc(1);
+                    }
+                    Err(e) => {
+                        bar.abandon();
+                        return Err(e);
+                    }
+                }
+                continue;
             }
         };
         match result {
@@ -188,6 +246,12 @@ fn acknowledge(bar: &ProgressBar, jobs: &mut Vec<String>, accepted: Value, verbo
 fn is_document_error(e: &anyhow::Error) -> bool {
     let s = e.to_string();
     ["(HTTP 413)", "(HTTP 415)", "(HTTP 422)", "(HTTP 400)"].iter().any(|c| s.contains(c))
+}
+
+/// A URL the server could not or would not fetch (turned off, remote failure, remote timeout).
+fn is_fetch_error(e: &anyhow::Error) -> bool {
+    let s = e.to_string();
+    ["(HTTP 403)", "(HTTP 502)", "(HTTP 504)"].iter().any(|c| s.contains(c))
 }
 
 fn batch_key<'a>(parts: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> String {

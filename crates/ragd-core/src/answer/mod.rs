@@ -488,8 +488,9 @@ impl QueryJob {
         let gen_start = Instant::now();
         let mut generated: Option<String> = None;
         let mut generator_failed = false;
-        // A bridged answer is said extractively: the chain of two passages is the proof.
-        if extractive.is_some() && via.is_none() {
+        // A bridged answer is said extractively: the chain of two passages is the proof; so is a
+        // row picked by comparing rows (a generator cannot be trusted to compare numbers).
+        if extractive.is_some() && via.is_none() && !sel.compared {
             if let Some(slot) = &self.generator {
                 let (order, hits) = evidence_hits(&results, &chosen);
                 let (request, _) = build_request(
@@ -1088,7 +1089,7 @@ mod tests {
             chunk_index: 0,
             title: None,
             text: text.into(),
-            offsets: Offsets { char_start: 0, char_end: text.chars().count(), page: None },
+            offsets: Offsets { char_start: 0, char_end: text.chars().count(), ..Offsets::default() },
             score: 1.0,
             evidence: None,
             closest: false,
@@ -1105,7 +1106,7 @@ mod tests {
             text: text.into(),
             metadata: Default::default(),
             heading_path: vec![],
-            offsets: Offsets { char_start: 0, char_end: text.chars().count(), page: None },
+            offsets: Offsets { char_start: 0, char_end: text.chars().count(), ..Offsets::default() },
         }
     }
 

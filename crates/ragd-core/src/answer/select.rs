@@ -77,6 +77,9 @@ pub struct Selection {
     /// `false`: the documents do not answer the question.
     pub found: bool,
     pub confidence: f32,
+    /// The best unit was chosen by comparing table rows ("which region had the highest Q3
+    /// sales"): the answer is said extractively, as no generator can be trusted to compare numbers.
+    pub compared: bool,
 }
 
 impl Selection {
@@ -364,7 +367,101 @@ pub fn select_as(shape: Shape, question: &str, units: &[Unit], vectors: Option<(
         });
     let next = if keyed { 0.0 } else { ranked.iter().skip(1).map(|s| s.support).fold(0.0f32, f32::max) };
     let confidence = best + (best - next).clamp(0.0, MAX_MARGIN);
-    Selection { shape, found: confidence >= not_found_below(shape), confidence, ranked }
+    let mut sel = Selection { shape, found: confidence >= not_found_below(shape), confidence, ranked, compared: false };
+    if let Some(i) = superlative(question, units) {
+        // The row the comparison picks goes first, as surely found as its table is relevant.
+        let row = &units[i];
+        let support = sel.ranked.iter().find(|s| s.unit == *row).map_or(sel.confidence, |s| s.support).max(not_found_below(shape));
+        sel.ranked.retain(|s| s.unit != *row);
+        sel.ranked.insert(0, Scored { unit: row.clone(), support, score: f32::MAX, values: Vec::new(), value_in_context: None });
+        sel.confidence = sel.confidence.max(support + MAX_MARGIN);
+        sel.found = true;
+        sel.compared = true;
+    }
+    sel
+}
+
+static MOST: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"(?i)\b(?:highest|largest|biggest|greatest|most|maximum|top|longest|heaviest|busiest)\b").expect("regex")
+});
+static LEAST: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"(?i)\b(?:lowest|smallest|least|fewest|minimum|shortest|lightest|cheapest|quietest)\b").expect("regex")
+});
+
+/// A table row's cells with their headers ("Region: Coastal North; Q3: 918400").
+fn row_cells(text: &str) -> Option<Vec<(&str, &str)>> {
+    let cells: Vec<(&str, &str)> = text.split("; ").map(|c| c.split_once(": ")).collect::<Option<_>>()?;
+    (cells.len() >= 2).then_some(cells)
+}
+
+/// A cell's number: "918,400", "£41.2", "12%", "3.5 kg" (the leading number).
+fn cell_number(cell: &str) -> Option<f64> {
+    let t = cell.trim().trim_start_matches(['£', '$', '€', '¥', '+']);
+    let end = t.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ',' || c == '-')).unwrap_or(t.len());
+    let n = t[..end].replace(',', "");
+    if n.is_empty() || n == "-" { None } else { n.parse().ok() }
+}
+
+/// "Which region had the highest Q3 sales?" is answered by comparing rows, which no single row's
+/// wording shows. Among the table rows with the same columns, the row whose cell under the column
+/// the question names is the largest (smallest for "lowest", "fewest"...), when the question also
+/// names the table's key column or its heading ("region", "sales") and the extreme is not a tie.
+pub fn superlative(question: &str, units: &[Unit]) -> Option<usize> {
+    let (most, least) = (MOST.is_match(question), LEAST.is_match(question));
+    if most == least {
+        return None;
+    }
+    let q: HashSet<String> = terms(question).into_iter().filter(|t| t != "maximum" && t != "minimum").collect();
+    // Rows grouped by their columns and the headings above them: one table.
+    let mut tables: HashMap<(Vec<&str>, &[String]), Vec<(usize, Vec<(&str, &str)>)>> = HashMap::new();
+    for (i, u) in units.iter().enumerate() {
+        if let Some(cells) = row_cells(&u.text) {
+            let headers: Vec<&str> = cells.iter().map(|(h, _)| *h).collect();
+            tables.entry((headers, u.context.as_slice())).or_default().push((i, cells));
+        }
+    }
+    let mut best: Option<(usize, usize)> = None; // (overlap, unit)
+    for ((headers, context), rows) in &tables {
+        // Rows repeated in two passages (overlapping chunks) count once.
+        let mut seen = HashSet::new();
+        let rows: Vec<&(usize, Vec<(&str, &str)>)> = rows.iter().filter(|(_, c)| seen.insert(c.clone())).collect();
+        if rows.len() < 2 {
+            continue;
+        }
+        // The compared column: the one whose header shares the most words with the question.
+        let Some((col, overlap)) = headers
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(j, h)| (j, terms(h).iter().filter(|t| q.contains(*t)).count()))
+            .filter(|(j, o)| *o > 0 && rows.iter().filter(|(_, c)| cell_number(c[*j].1).is_some()).count() >= 2)
+            .max_by_key(|(_, o)| *o)
+        else {
+            continue;
+        };
+        let about = terms(headers[0]).iter().chain(context.iter().flat_map(|c| terms(c)).collect::<Vec<_>>().iter()).any(|t| q.contains(t));
+        // "What is the maximum pressure of the P-200?" names its row (a lookup), and a column
+        // called "Max pressure" is named, not compared: neither is a comparison.
+        let names_a_row = rows.iter().any(|(_, c)| {
+            let key = terms(c[0].1);
+            !key.is_empty() && key.iter().all(|t| q.contains(t))
+        });
+        let extreme_column = MOST.is_match(headers[col]) || LEAST.is_match(headers[col]) || terms(headers[col]).iter().any(|t| t == "maximum" || t == "minimum");
+        if !about || names_a_row || extreme_column {
+            continue;
+        }
+        let mut valued: Vec<(f64, usize)> = rows.iter().filter_map(|(i, c)| Some((cell_number(c[col].1)?, *i))).collect();
+        valued.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let pick = if most { valued.len() - 1 } else { 0 };
+        let runner = if most { valued.len() - 2 } else { 1 };
+        if valued[pick].0 == valued[runner].0 {
+            continue;
+        }
+        if best.is_none_or(|(o, _)| overlap > o) {
+            best = Some((overlap, valued[pick].1));
+        }
+    }
+    best.map(|(_, i)| i)
 }
 
 /// Which release did something: each unit votes for the release it answers with (its heading's,
@@ -753,6 +850,28 @@ mod tests {
 
     fn unit(passage: usize, text: &str, context: &[&str]) -> Unit {
         Unit { passage, char_start: 0, char_end: text.chars().count(), text: text.into(), context: context.iter().map(|s| s.to_string()).collect(), heading: false, lead: None }
+    }
+
+    #[test]
+    fn a_superlative_compares_the_rows_under_the_named_column() {
+        let md = "# Regional sales\n\nRegion | Q1 | Q2 | Q3 | Q4\nInland Valley | 990,000 | 870000 | 610000 | 905000\nCoastal North | 410000 | 402000 | 918,400 | 450000\nHarbour East | 120000 | 130000 | 140000 | 150000";
+        let units = evidence::units(0, md, &[]);
+        let sel = select("Which region had the highest Q3 sales?", &units, None);
+        assert!(sel.found && sel.compared, "{sel:?}");
+        let a = short_answer(&sel).unwrap();
+        assert!(a.contains("Region: Coastal North") && !a.contains("Inland"), "{a}");
+        let sel = select("Which region had the lowest Q1 sales?", &units, None);
+        assert!(short_answer(&sel).unwrap().contains("Harbour East"), "{sel:?}");
+        // A column the table does not have, or a question about something else: no comparison.
+        assert!(superlative("Which region had the highest Q5 sales?", &units).is_none());
+        assert!(superlative("Which engineer logged the most Q3 overtime?", &units).is_none());
+        // A question that names its row is a lookup; a column named for its extreme is not compared.
+        assert!(superlative("What were the highest Q3 sales in the Harbour East region?", &units).is_none());
+        let spec = evidence::units(0, "Model | Max pressure | Flow\nP-100 | 6 bar | 40\nP-200 | 9 bar | 55", &["Pumps".into()]);
+        assert!(superlative("What is the maximum pressure of the pumps?", &spec).is_none());
+        // A tie at the top is not an answer.
+        let tied = evidence::units(0, "Region | Q3\nNorth | 5\nSouth | 5\nWest | 1", &["Sales".into()]);
+        assert!(superlative("Which region had the highest Q3 sales?", &tied).is_none());
     }
 
     #[test]

@@ -202,8 +202,11 @@ async fn files_are_parsed_and_bad_files_refused() {
     assert_eq!((st, code(&b)), (422, "unparseable_document"), "{b}");
     let (st, b) = s.upload("files", "encrypted.pdf", fixture("encrypted.pdf")).await;
     assert_eq!((st, code(&b)), (422, "unparseable_document"), "{b}");
-    let (st, b) = s.upload("files", "picture.png", vec![0x89, b'P', b'N', b'G', 0, 1, 2, 3, 255, 254]).await;
+    let (st, b) = s.upload("files", "picture.gif", b"GIF89a\x01\0\x01\0\0\0\0\xff\xfe".to_vec()).await;
     assert_eq!((st, code(&b)), (415, "unsupported_media_type"), "{b}");
+    // A declared picture that is none is a broken file, not an unknown type.
+    let (st, b) = s.upload("files", "picture.png", vec![0x89, b'P', b'N', b'G', 0, 1, 2, 3, 255, 254]).await;
+    assert_eq!((st, code(&b)), (422, "unparseable_document"), "{b}");
 
     // An announced oversized body is refused before it is read.
     let big = vec![b'a'; 300_000];
