@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value};
 
-use super::sheet::{MAX_SHEET_COLUMNS, MAX_SHEET_ROWS, clean_cell, render_table};
+use super::sheet::{MAX_SHEET_COLUMNS, MAX_SHEET_ROWS, MAX_TABLE_CELLS, clean_cell, render_table};
 use super::{ParseLimits, ParsedDocument, push_block};
 use crate::error::{Error, Result};
 
@@ -124,6 +124,9 @@ fn render_array(items: &[Value], path: &str, level: usize, out: &mut String, lim
                     }
                 }
             }
+        }
+        if records.len().saturating_mul(keys.len()) > MAX_TABLE_CELLS {
+            return Err(Error::limit("document_too_large", format!("a JSON table would hold more than {MAX_TABLE_CELLS} cells")));
         }
         let mut rows = vec![keys.iter().map(|k| k.to_string()).collect::<Vec<_>>()];
         rows.extend(records.iter().map(|r| keys.iter().map(|k| r.get(*k).and_then(scalar).unwrap_or_default()).collect()));

@@ -6,7 +6,7 @@
 use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
 
-use super::sheet::{MAX_SHEET_COLUMNS, MAX_SHEETS, Sheet, too_many_sheets, too_wide, workbook_document};
+use super::sheet::{MAX_SHEET_COLUMNS, MAX_SHEETS, MAX_TABLE_CELLS, Sheet, too_many_sheets, too_wide, workbook_document};
 use super::zipdoc::ZipDoc;
 use super::{Meter, ParseLimits, ParsedDocument, attr, local, push_block};
 use crate::error::{Error, Result};
@@ -91,6 +91,7 @@ fn read_sheets(xml: &[u8], limits: &ParseLimits) -> Result<Vec<Sheet>> {
     let mut guard = Guard { limits, depth: 0, events: 0 };
     let mut sheets: Vec<Sheet> = Vec::new();
     let mut sheet: Option<Sheet> = None;
+    let mut cells_left = MAX_TABLE_CELLS;
     // The row being read and how often it repeats; empty cells not yet placed (they matter only
     // when a cell with content follows them).
     let mut row: Vec<String> = Vec::new();
@@ -116,7 +117,7 @@ fn read_sheets(xml: &[u8], limits: &ParseLimits) -> Result<Vec<Sheet>> {
                         if sheets.len() >= MAX_SHEETS {
                             return Err(too_many_sheets());
                         }
-                        sheet = Some(Sheet { name: attr(e, b"table:name"), rows: Vec::new() });
+                        sheet = Some(Sheet::new(attr(e, b"table:name"), cells_left));
                     }
                     b"table-row" => {
                         row.clear();
@@ -181,6 +182,7 @@ fn read_sheets(xml: &[u8], limits: &ParseLimits) -> Result<Vec<Sheet>> {
                 }
                 b"table" if cell.is_none() => {
                     if let Some(s) = sheet.take() {
+                        cells_left = s.cells_left;
                         sheets.push(s);
                     }
                 }

@@ -12,6 +12,10 @@ pub(super) const MAX_SHEET_ROWS: usize = 100_000;
 pub(super) const MAX_SHEET_COLUMNS: usize = 1_024;
 /// Sheets one workbook may have; more: 422 `document_too_complex`.
 pub(super) const MAX_SHEETS: usize = 256;
+/// Cells (up to each row's last one with content) one document's tables may hold; more: 422
+/// `document_too_large`. Rows are padded to their last cell, so without it 100,000 rows of two
+/// cells at A and AMJ — 4 MB of XML — would hold 100 million cells in memory.
+pub(super) const MAX_TABLE_CELLS: usize = 4_000_000;
 /// A block of rows ends once its text reaches this many bytes, and the next block starts with the
 /// header again: about one chunk of the default size (256 tokens).
 const BLOCK_BYTES: usize = 900;
@@ -19,13 +23,25 @@ const BLOCK_BYTES: usize = 900;
 const HEADER_SEARCH_ROWS: usize = 6;
 
 /// One sheet as read: its rows in order, each a list of cells (empty rows already dropped).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Sheet {
     pub name: Option<String>,
     pub rows: Vec<Vec<String>>,
+    /// Cells the document's tables may still hold (`MAX_TABLE_CELLS`, shared by its sheets).
+    pub cells_left: usize,
+}
+
+impl Default for Sheet {
+    fn default() -> Self {
+        Sheet::new(None, MAX_TABLE_CELLS)
+    }
 }
 
 impl Sheet {
+    pub fn new(name: Option<String>, cells_left: usize) -> Sheet {
+        Sheet { name, rows: Vec::new(), cells_left }
+    }
+
     /// Adds a row, dropping trailing empty cells; an all-empty row is skipped.
     pub fn push_row(&mut self, mut row: Vec<String>) -> Result<()> {
         while row.last().is_some_and(|c| c.trim().is_empty()) {
@@ -34,6 +50,13 @@ impl Sheet {
         if row.is_empty() {
             return Ok(());
         }
+        if row.len() > self.cells_left {
+            return Err(Error::limit(
+                "document_too_large",
+                format!("the document's tables hold more than {MAX_TABLE_CELLS} cells; split it into several files"),
+            ));
+        }
+        self.cells_left -= row.len();
         if self.rows.len() >= MAX_SHEET_ROWS {
             return Err(Error::limit(
                 "document_too_large",
@@ -283,11 +306,21 @@ mod tests {
         let limits = ParseLimits::default();
         let e = parse_delimited(wide.as_bytes(), b',', &limits).unwrap_err();
         assert!(e.to_string().contains("column"), "{e}");
-        let mut sheet = Sheet { name: Some("Log".into()), rows: vec![] };
+        let mut sheet = Sheet::new(Some("Log".into()), MAX_TABLE_CELLS);
         for i in 0..MAX_SHEET_ROWS {
             sheet.push_row(vec![i.to_string()]).unwrap();
         }
         let e = sheet.push_row(vec!["one more".into()]).unwrap_err();
         assert!(e.to_string().contains("'Log'"), "{e}");
+        // Cells are counted across the document's sheets: wide rows run out of them first.
+        let mut wide = Sheet::new(None, 3_000);
+        assert!(wide.push_row(vec![String::new(); 1_000]).is_ok_and(|_| wide.rows.is_empty()), "an empty row costs nothing");
+        let mut row = vec![String::new(); 1_000];
+        row[999] = "x".into();
+        for _ in 0..3 {
+            wide.push_row(row.clone()).unwrap();
+        }
+        let e = wide.push_row(row).unwrap_err();
+        assert!(e.to_string().contains("cells"), "{e}");
     }
 }

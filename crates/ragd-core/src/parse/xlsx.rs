@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use quick_xml::Reader;
 use quick_xml::events::Event;
 
-use super::sheet::{MAX_SHEET_COLUMNS, MAX_SHEETS, Sheet, too_many_sheets, too_wide, workbook_document};
+use super::sheet::{MAX_SHEET_COLUMNS, MAX_SHEETS, MAX_TABLE_CELLS, Sheet, too_many_sheets, too_wide, workbook_document};
 use super::zipdoc::{ZipDoc, relationships, resolve_part};
 use super::{Meter, ParsedDocument, attr, local};
 use crate::error::{Error, Result};
@@ -31,13 +31,15 @@ pub(super) fn parse_xlsx(bytes: &[u8], meter: &mut Meter<'_>) -> Result<ParsedDo
     let title = zip.optional("docProps/core.xml", meter)?.and_then(|x| super::docx_core_title(&x));
 
     let mut sheets = Vec::with_capacity(listed.len());
+    let mut cells_left = MAX_TABLE_CELLS;
     for (name, rid) in listed {
         limits.check_time()?;
         let Some((_, target)) = rels.get(&rid) else { continue };
         let path = resolve_part("xl/", target);
         let Some(xml) = zip.optional(&path, meter)? else { continue };
         let cells = Cells { shared: &shared, dates: &dates, date1904 };
-        let mut sheet = read_sheet(&xml, &cells, limits)?;
+        let mut sheet = read_sheet(&xml, &cells, limits, cells_left)?;
+        cells_left = sheet.cells_left;
         sheet.name = Some(name);
         sheets.push(sheet);
     }
@@ -97,7 +99,12 @@ fn shared_strings(xml: &[u8], max_depth: usize) -> Result<Vec<String>> {
                     _ => {}
                 }
             }
-            Ok(Event::Empty(e)) if local(e.name().as_ref()) == b"si" => out.push(String::new()),
+            Ok(Event::Empty(e)) if local(e.name().as_ref()) == b"si" => {
+                out.push(String::new());
+                if out.len() > MAX_TABLE_CELLS {
+                    return Err(Error::limit("document_too_large", format!("the workbook has more than {MAX_TABLE_CELLS} shared strings")));
+                }
+            }
             Ok(Event::Text(t)) if in_t && !in_phonetic => {
                 if let (Some(s), Ok(text)) = (current.as_mut(), t.unescape()) {
                     s.push_str(&text);
@@ -106,7 +113,12 @@ fn shared_strings(xml: &[u8], max_depth: usize) -> Result<Vec<String>> {
             Ok(Event::End(e)) => {
                 depth = depth.saturating_sub(1);
                 match local(e.name().as_ref()) {
-                    b"si" => out.push(current.take().unwrap_or_default()),
+                    b"si" => {
+                        out.push(current.take().unwrap_or_default());
+                        if out.len() > MAX_TABLE_CELLS {
+                            return Err(Error::limit("document_too_large", format!("the workbook has more than {MAX_TABLE_CELLS} shared strings")));
+                        }
+                    }
                     b"t" => in_t = false,
                     b"rPh" => in_phonetic = false,
                     _ => {}
@@ -224,9 +236,9 @@ fn column_of(reference: &str) -> Option<usize> {
     Some(n - 1)
 }
 
-fn read_sheet(xml: &[u8], cells: &Cells<'_>, limits: &super::ParseLimits) -> Result<Sheet> {
+fn read_sheet(xml: &[u8], cells: &Cells<'_>, limits: &super::ParseLimits, cells_left: usize) -> Result<Sheet> {
     let mut reader = Reader::from_reader(xml);
-    let mut sheet = Sheet::default();
+    let mut sheet = Sheet::new(None, cells_left);
     let mut row: Vec<String> = Vec::new();
     // The cell being read: column, type, style; its <v> text and its inline string.
     let mut cell: Option<(usize, Option<String>, Option<usize>)> = None;
@@ -320,7 +332,7 @@ mod tests {
             <row r="3"><c r="A3" t="inlineStr"><is><t>South</t></is></c><c r="C3" t="b"><v>1</v></c></row>
             <row r="4"></row>
         </sheetData></worksheet>"#;
-        let sheet = read_sheet(xml, &cells, &super::super::ParseLimits::default()).unwrap();
+        let sheet = read_sheet(xml, &cells, &super::super::ParseLimits::default(), MAX_TABLE_CELLS).unwrap();
         assert_eq!(
             sheet.rows,
             vec![vec!["Region", "", "Q3"], vec!["North", "2026-01-01", "918400"], vec!["South", "", "TRUE"]]
@@ -328,10 +340,20 @@ mod tests {
     }
 
     #[test]
+    fn rows_padded_to_a_far_cell_run_out_of_cells_not_memory() {
+        let cells = Cells { shared: &[], dates: &[], date1904: false };
+        let mut xml = b"<worksheet><sheetData>".to_vec();
+        xml.extend(br#"<row><c r="A1"><v>1</v></c><c r="AMJ1"><v>2</v></c></row>"#.repeat(5_000));
+        xml.extend(b"</sheetData></worksheet>");
+        let e = read_sheet(&xml, &cells, &super::super::ParseLimits::default(), 1_000_000).unwrap_err();
+        assert!(e.to_string().contains("cells"), "{e}");
+    }
+
+    #[test]
     fn a_cell_far_to_the_right_is_refused_not_allocated() {
         let cells = Cells { shared: &[], dates: &[], date1904: false };
         let xml = br#"<worksheet><sheetData><row r="1"><c r="XFD1"><v>1</v></c></row></sheetData></worksheet>"#;
-        let e = read_sheet(xml, &cells, &super::super::ParseLimits::default()).unwrap_err();
+        let e = read_sheet(xml, &cells, &super::super::ParseLimits::default(), MAX_TABLE_CELLS).unwrap_err();
         assert!(e.to_string().contains("column"), "{e}");
     }
 }
