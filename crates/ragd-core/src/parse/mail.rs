@@ -14,6 +14,18 @@ pub(super) const MAX_ATTACHMENTS: usize = 32;
 const MAX_BOUNDARY_LINES: usize = 10_000;
 
 pub(super) fn parse_eml(bytes: &[u8], limits: &ParseLimits) -> Result<ParsedDocument> {
+    // mail-parser indexes freely on malformed input (a forwarded message without parts panicked
+    // in `raw_message`, found by fuzzing): a bad message must fail on its own.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_eml(bytes, limits))) {
+        Ok(result) => result,
+        Err(panic) => {
+            tracing::warn!(reason = super::panic_message(&*panic), "e-mail parser panicked");
+            Err(Error::Unparseable("the e-mail message is malformed and could not be read".into()))
+        }
+    }
+}
+
+fn read_eml(bytes: &[u8], limits: &ParseLimits) -> Result<ParsedDocument> {
     let boundaries = bytes.split(|b| *b == b'\n').filter(|l| l.starts_with(b"--")).count();
     if boundaries > MAX_BOUNDARY_LINES {
         return Err(Error::limit(
@@ -128,6 +140,16 @@ mod tests {
         assert_eq!(doc.attachments[0].filename, "readings.csv");
         assert_eq!(doc.attachments[0].content_type.as_deref(), Some("text/csv"));
         assert!(String::from_utf8_lossy(&doc.attachments[0].bytes).contains("B2,1.4"));
+    }
+
+    /// Found by fuzzing: a forwarded message with no parts made mail-parser index out of bounds.
+    #[test]
+    fn a_malformed_forwarded_message_is_unparseable_not_a_panic() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz-eml-nested-without-parts.eml");
+        let bytes = std::fs::read(path).unwrap();
+        if let Err(e) = parse_eml(&bytes, &ParseLimits::default()) {
+            assert!(matches!(e, Error::Unparseable(_)), "{e:?}");
+        }
     }
 
     #[test]
