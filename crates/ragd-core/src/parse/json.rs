@@ -11,10 +11,26 @@ use crate::error::{Error, Result};
 
 /// Nested objects deeper than this become `a.b.c: value` lines instead of headings.
 const MAX_HEADING_LEVEL: usize = 4;
+/// Values (counted by their separators, before parsing) one file may hold: a parsed value takes
+/// about 32 bytes however short its text (`[0,0,0,…]` would be 16 times its size in memory); more:
+/// 422 `document_too_large`.
+const MAX_JSON_VALUES: usize = 2_000_000;
+
+fn check_values(text: &str) -> Result<()> {
+    let values = text.bytes().filter(|b| matches!(b, b',' | b'[' | b'{' | b':')).count();
+    if values > MAX_JSON_VALUES {
+        return Err(Error::limit(
+            "document_too_large",
+            format!("the JSON holds more than {MAX_JSON_VALUES} values; ragd reads JSON documents, not data dumps of that size"),
+        ));
+    }
+    Ok(())
+}
 
 pub(super) fn parse_json(bytes: &[u8], limits: &ParseLimits) -> Result<ParsedDocument> {
     let text = super::decode_text(bytes)?;
     limits.check_text(text.len())?;
+    check_values(&text)?;
     let value: Value =
         serde_json::from_str(&text).map_err(|e| Error::Unparseable(format!("the JSON could not be read: {e}")))?;
     let title = value.as_object().and_then(title_of);
@@ -27,6 +43,7 @@ pub(super) fn parse_json(bytes: &[u8], limits: &ParseLimits) -> Result<ParsedDoc
 pub(super) fn parse_jsonl(bytes: &[u8], limits: &ParseLimits) -> Result<ParsedDocument> {
     let text = super::decode_text(bytes)?;
     limits.check_text(text.len())?;
+    check_values(&text)?;
     let mut records = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -175,6 +192,14 @@ mod tests {
         assert_eq!(doc.text, "id | city\n1 | Oslo\n2 | Lima");
         let e = parse_jsonl(b"{\"id\": 1}\n{oops\n", &ParseLimits::default()).unwrap_err();
         assert!(e.to_string().contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn a_file_of_millions_of_tiny_values_is_refused_before_it_is_parsed() {
+        let many = format!("[{}0]", "0,".repeat(MAX_JSON_VALUES));
+        let e = parse_json(many.as_bytes(), &ParseLimits::default()).unwrap_err();
+        assert!(matches!(e, Error::Limit { code: "document_too_large", .. }), "{e:?}");
+        assert!(parse_json(b"[0,1,2]", &ParseLimits::default()).is_ok());
     }
 
     #[test]
