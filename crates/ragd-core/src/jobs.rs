@@ -390,11 +390,17 @@ async fn ingest_batch(engine: &Engine, record: &CollectionRecord, job: &mut JobR
         let n = chunks.len() as u32;
         for chunk in chunks {
             let dense = vectors.next().ok_or_else(|| Error::internal("embedder returned too few vectors"))?;
+            // Text read by OCR is marked in the chunk's metadata too (beside `offsets.ocr`), so a
+            // filter can find or leave out OCR'd text: `{"metadata": {"ocr": true}}`.
+            let mut metadata = doc.metadata.clone();
+            if chunk.ocr {
+                metadata.insert("ocr".into(), serde_json::Value::Bool(true));
+            }
             points.push(ChunkPoint {
                 id: point_id(&record.name, &doc.id, chunk.index),
                 doc_id: doc.id.clone(),
                 title: doc.title.clone(),
-                metadata: doc.metadata.clone(),
+                metadata,
                 chunk,
                 dense,
             });

@@ -79,6 +79,14 @@ async fn every_format_is_found_by_its_own_phrase_in_its_place() {
         // Text read from pictures says so; the text layer of mixed.pdf's first page does not.
         let pictured = file.starts_with("scan") || (file == "mixed.pdf" && place["page"] == 2);
         assert_eq!(offsets["ocr"].as_bool().unwrap_or(false), pictured, "{file}: {phrase:?}: {hit}");
+        assert_eq!(hit["metadata"]["ocr"].as_bool().unwrap_or(false), pictured, "{file}: {phrase:?}: {hit}");
+    }
+
+    // OCR'd text can be filtered on: only mixed.pdf's second page among its chunks.
+    if ocr {
+        let r = s.search("formats", json!({"query": "sailings fog horn", "mode": "lexical", "top_k": 10, "filter": {"doc_id": "mixed.pdf", "metadata": {"ocr": true}}})).await;
+        let pages: Vec<u64> = r["results"].as_array().unwrap().iter().filter_map(|h| h["offsets"]["page"].as_u64()).collect();
+        assert_eq!(pages, vec![2], "{r}");
     }
 
     // A spreadsheet's rows keep their header: the Q3 cell of a region reads as such.
