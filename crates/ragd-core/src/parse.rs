@@ -288,6 +288,17 @@ pub struct PageSpan {
     pub ocr: bool,
 }
 
+impl PageSpan {
+    /// The span of what was appended to `text` since byte `before` (its block separator left out);
+    /// `chars` is the char length of `text` up to `before`, and is moved to its end.
+    fn appended(text: &str, before: usize, chars: &mut usize, page: u32, unit: SpanUnit, name: Option<String>) -> PageSpan {
+        let added = &text[before..];
+        let char_start = *chars + (added.len() - added.trim_start_matches('\n').len());
+        *chars += added.chars().count();
+        PageSpan { page, char_start, char_end: *chars, unit, name, ocr: false }
+    }
+}
+
 /// Serializable so the engine can store it with the job that will chunk and embed it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ParsedDocument {
@@ -1772,11 +1783,6 @@ fn role_from_style_name(name: &str) -> Option<StyleRole> {
         .parse::<usize>()
         .ok()?;
     (1..=6).contains(&n).then_some(StyleRole::Heading(n))
-}
-
-/// An element's name without its namespace prefix (`a:t` → `t`).
-fn local(name: &[u8]) -> &[u8] {
-    name.iter().rposition(|b| *b == b':').map_or(name, |i| &name[i + 1..])
 }
 
 fn attr(e: &BytesStart<'_>, key: &[u8]) -> Option<String> {

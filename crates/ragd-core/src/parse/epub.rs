@@ -8,7 +8,7 @@ use quick_xml::Reader;
 use quick_xml::events::Event;
 
 use super::zipdoc::{ZipDoc, dir_of, resolve_part};
-use super::{Meter, PageSpan, ParsedDocument, SpanUnit, attr, local, push_block};
+use super::{Meter, PageSpan, ParsedDocument, SpanUnit, attr, push_block};
 use crate::error::{Error, Result};
 
 /// Chapters one book may have; more: 422 `document_too_complex`.
@@ -67,11 +67,7 @@ pub(super) fn parse_epub(bytes: &[u8], meter: &mut Meter<'_>) -> Result<ParsedDo
         push_block(&mut text, body);
         limits.check_text(text.len())?;
         // Each chapter is a span of its own, so no chunk runs from one chapter into the next.
-        let added = &text[before..];
-        let sep = added.len() - added.trim_start_matches('\n').len();
-        let start = chars + sep;
-        chars += added.chars().count();
-        pages.push(PageSpan { page: pages.len() as u32 + 1, char_start: start, char_end: chars, unit: SpanUnit::Chapter, name: None, ocr: false });
+        pages.push(PageSpan::appended(&text, before, &mut chars, pages.len() as u32 + 1, SpanUnit::Chapter, None));
     }
     if text.is_empty() {
         return Err(Error::Unparseable("the e-book has no readable chapters".into()));
@@ -83,7 +79,7 @@ fn first_attr(xml: &[u8], element: &[u8], key: &[u8]) -> Option<String> {
     let mut reader = Reader::from_reader(xml);
     loop {
         match reader.read_event() {
-            Ok(Event::Start(e)) | Ok(Event::Empty(e)) if local(e.name().as_ref()) == element => return attr(&e, key),
+            Ok(Event::Start(e)) | Ok(Event::Empty(e)) if e.local_name().as_ref() == element => return attr(&e, key),
             Ok(Event::Eof) | Err(_) => return None,
             _ => {}
         }
@@ -107,7 +103,7 @@ fn read_package(xml: &[u8]) -> Result<Package> {
     let (mut in_title, mut title, mut ncx_id) = (false, String::new(), None);
     loop {
         match reader.read_event() {
-            Ok(Event::Start(e)) | Ok(Event::Empty(e)) => match local(e.name().as_ref()) {
+            Ok(Event::Start(e)) | Ok(Event::Empty(e)) => match e.local_name().as_ref() {
                 b"title" if p.title.is_none() => in_title = true,
                 b"item" => {
                     if let (Some(id), Some(href)) = (attr(&e, b"id"), attr(&e, b"href")) {
@@ -133,7 +129,7 @@ fn read_package(xml: &[u8]) -> Result<Package> {
                 _ => {}
             },
             Ok(Event::Text(t)) if in_title => title.push_str(&t.unescape().unwrap_or_default()),
-            Ok(Event::End(e)) if in_title && local(e.name().as_ref()) == b"title" => {
+            Ok(Event::End(e)) if in_title && e.local_name().as_ref() == b"title" => {
                 in_title = false;
                 p.title = super::non_empty(std::mem::take(&mut title));
             }
@@ -156,7 +152,7 @@ fn toc_labels(xml: &[u8], base: &str) -> HashMap<String, String> {
     let (mut label, mut in_label, mut href): (String, bool, Option<String>) = (String::new(), false, None);
     loop {
         match reader.read_event() {
-            Ok(Event::Start(e)) => match local(e.name().as_ref()) {
+            Ok(Event::Start(e)) => match e.local_name().as_ref() {
                 b"a" => {
                     href = attr(&e, b"href");
                     label.clear();
@@ -168,7 +164,7 @@ fn toc_labels(xml: &[u8], base: &str) -> HashMap<String, String> {
                 }
                 _ => {}
             },
-            Ok(Event::Empty(e)) if local(e.name().as_ref()) == b"content" => {
+            Ok(Event::Empty(e)) if e.local_name().as_ref() == b"content" => {
                 if let Some(src) = attr(&e, b"src") {
                     let l = label.split_whitespace().collect::<Vec<_>>().join(" ");
                     if !l.is_empty() {
@@ -177,7 +173,7 @@ fn toc_labels(xml: &[u8], base: &str) -> HashMap<String, String> {
                 }
             }
             Ok(Event::Text(t)) if in_label => label.push_str(&t.unescape().unwrap_or_default()),
-            Ok(Event::End(e)) => match local(e.name().as_ref()) {
+            Ok(Event::End(e)) => match e.local_name().as_ref() {
                 b"a" => {
                     in_label = false;
                     let l = label.split_whitespace().collect::<Vec<_>>().join(" ");

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 /// Nested objects deeper than this become `a.b.c: value` lines instead of headings.
 const MAX_HEADING_LEVEL: usize = 4;
 /// Values (counted by their separators, before parsing) one file may hold: a parsed value takes
-/// about 32 bytes however short its text (`[0,0,0,…]` would be 16 times its size in memory); more:
+/// about 32 bytes however short its text (by that estimate `[0,0,0,…]` would take about 16 times its size); more:
 /// 422 `document_too_large`.
 const MAX_JSON_VALUES: usize = 2_000_000;
 
@@ -96,7 +96,7 @@ fn render_object(map: &Map<String, Value>, path: &str, level: usize, out: &mut S
     // Scalar fields first, as one block of `key: value` lines.
     let lines: Vec<String> = map
         .iter()
-        .filter_map(|(k, v)| scalar(v).filter(|s| !s.is_empty()).map(|s| format!("{}: {}", join(path, k, level), s.split_whitespace().collect::<Vec<_>>().join(" "))))
+        .filter_map(|(k, v)| scalar(v).filter(|s| !s.is_empty()).map(|s| format!("{}: {}", join(path, k), s.split_whitespace().collect::<Vec<_>>().join(" "))))
         .collect();
     if !lines.is_empty() {
         push_block(out, &lines.join("\n"));
@@ -109,14 +109,14 @@ fn render_object(map: &Map<String, Value>, path: &str, level: usize, out: &mut S
             push_block(out, &format!("{} {}", "#".repeat(level), clean_cell(k)));
             render_value(v, "", level + 1, out, limits)?;
         } else {
-            render_value(v, &join(path, k, level), level + 1, out, limits)?;
+            render_value(v, &join(path, k), level + 1, out, limits)?;
         }
     }
     Ok(())
 }
 
 /// Below the heading levels a field is named by its dotted path.
-fn join(path: &str, key: &str, _level: usize) -> String {
+fn join(path: &str, key: &str) -> String {
     if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
 }
 

@@ -9,7 +9,7 @@ use super::{Attachment, ParseLimits, ParsedDocument, push_block};
 use crate::error::{Error, Result};
 
 /// Attachments taken from one message; past it the rest are left out (and logged).
-pub(super) const MAX_ATTACHMENTS: usize = 32;
+const MAX_ATTACHMENTS: usize = 32;
 /// MIME boundary lines one message may have: bounds the parts the parser builds.
 const MAX_BOUNDARY_LINES: usize = 10_000;
 

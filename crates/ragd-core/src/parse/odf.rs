@@ -8,7 +8,7 @@ use quick_xml::events::{BytesStart, Event};
 
 use super::sheet::{MAX_SHEET_COLUMNS, MAX_SHEETS, MAX_TABLE_CELLS, Sheet, too_many_sheets, too_wide, workbook_document};
 use super::zipdoc::ZipDoc;
-use super::{Meter, ParseLimits, ParsedDocument, attr, local, push_block};
+use super::{Meter, ParseLimits, ParsedDocument, attr, push_block};
 use crate::error::{Error, Result};
 
 /// Spaces one `<text:s text:c="N"/>` may stand for.
@@ -44,6 +44,22 @@ struct Guard<'a> {
 }
 
 impl Guard<'_> {
+    /// The next event, depth and clock checked; elements whose text is not the document's
+    /// (`skipped`) are read past whole.
+    fn next<'x>(&mut self, reader: &mut Reader<&'x [u8]>) -> Result<Event<'x>> {
+        loop {
+            let event = reader.read_event().map_err(bad_xml)?;
+            if let Event::Start(e) = &event
+                && skipped(e.local_name().as_ref())
+            {
+                reader.read_to_end(e.to_end().name()).map_err(bad_xml)?;
+                continue;
+            }
+            self.event(&event)?;
+            return Ok(event);
+        }
+    }
+
     fn event(&mut self, event: &Event<'_>) -> Result<()> {
         self.events = self.events.wrapping_add(1);
         if self.events.is_multiple_of(4096) {
@@ -100,18 +116,12 @@ fn read_sheets(xml: &[u8], limits: &ParseLimits) -> Result<Vec<Sheet>> {
     let mut cell: Option<(String, String, usize)> = None;
     let mut in_text = 0usize;
     loop {
-        let event = reader.read_event().map_err(bad_xml)?;
-        guard.event(&event)?;
+        let event = guard.next(&mut reader)?;
         match event {
             Event::Start(ref e) | Event::Empty(ref e) => {
                 let empty = matches!(event, Event::Empty(_));
-                let qname = e.name();
-                let name = local(qname.as_ref());
-                if skipped(name) && !empty {
-                    reader.read_to_end(e.to_end().name()).map_err(bad_xml)?;
-                    guard.depth = guard.depth.saturating_sub(1);
-                    continue;
-                }
+                let qname = e.local_name();
+                let name = qname.as_ref();
                 match name {
                     b"table" if !empty && cell.is_none() => {
                         if sheets.len() >= MAX_SHEETS {
@@ -162,7 +172,7 @@ fn read_sheets(xml: &[u8], limits: &ParseLimits) -> Result<Vec<Sheet>> {
                     text.push_str(&s);
                 }
             }
-            Event::End(e) => match local(e.name().as_ref()) {
+            Event::End(e) => match e.local_name().as_ref() {
                 b"p" | b"h" if in_text > 0 => in_text -= 1,
                 b"table-cell" | b"covered-table-cell" => {
                     if let Some((text, value, times)) = cell.take() {
@@ -246,18 +256,12 @@ fn read_text(xml: &[u8], limits: &ParseLimits) -> Result<(String, Option<String>
     let mut tables: Vec<(Vec<Vec<String>>, Vec<String>, Option<String>)> = Vec::new();
     let mut in_body = false;
     loop {
-        let event = reader.read_event().map_err(bad_xml)?;
-        guard.event(&event)?;
+        let event = guard.next(&mut reader)?;
         match event {
             Event::Start(ref e) | Event::Empty(ref e) => {
                 let empty = matches!(event, Event::Empty(_));
-                let qname = e.name();
-                let name = local(qname.as_ref());
-                if skipped(name) && !empty {
-                    reader.read_to_end(e.to_end().name()).map_err(bad_xml)?;
-                    guard.depth = guard.depth.saturating_sub(1);
-                    continue;
-                }
+                let qname = e.local_name();
+                let name = qname.as_ref();
                 match name {
                     b"text" if e.name().as_ref() == b"office:text" => in_body = true,
                     _ if !in_body => {}
@@ -290,7 +294,7 @@ fn read_text(xml: &[u8], limits: &ParseLimits) -> Result<(String, Option<String>
                     p.text.push_str(&s);
                 }
             }
-            Event::End(e) => match local(e.name().as_ref()) {
+            Event::End(e) => match e.local_name().as_ref() {
                 b"text" if e.name().as_ref() == b"office:text" => in_body = false,
                 b"h" | b"p" => {
                     let Some(p) = paras.pop() else { continue };

@@ -6,7 +6,7 @@ use quick_xml::Reader;
 use quick_xml::events::Event;
 
 use super::zipdoc::{ZipDoc, dir_of, relationships, resolve_part};
-use super::{Meter, PageSpan, ParseLimits, ParsedDocument, SpanUnit, attr, local, push_block};
+use super::{Meter, PageSpan, ParseLimits, ParsedDocument, SpanUnit, attr, push_block};
 use crate::error::{Error, Result};
 
 /// Slides one deck may have; more: 422 `document_too_complex`.
@@ -64,11 +64,7 @@ pub(super) fn parse_pptx(bytes: &[u8], meter: &mut Meter<'_>) -> Result<ParsedDo
             push_block(&mut text, &format!("Speaker notes: {}", notes.trim()));
         }
         limits.check_text(text.len())?;
-        let added = &text[before..];
-        let sep = added.len() - added.trim_start_matches('\n').len();
-        let start = chars + sep;
-        chars += added.chars().count();
-        pages.push(PageSpan { page: number, char_start: start, char_end: chars, unit: SpanUnit::Slide, name: None, ocr: false });
+        pages.push(PageSpan::appended(&text, before, &mut chars, number, SpanUnit::Slide, None));
     }
     if pages.is_empty() {
         return Err(Error::Unparseable("the deck has no slides".into()));
@@ -82,7 +78,7 @@ fn slide_ids(xml: &[u8]) -> Vec<String> {
     let mut ids = Vec::new();
     loop {
         match reader.read_event() {
-            Ok(Event::Start(e)) | Ok(Event::Empty(e)) if local(e.name().as_ref()) == b"sldId" => {
+            Ok(Event::Start(e)) | Ok(Event::Empty(e)) if e.local_name().as_ref() == b"sldId" => {
                 if let Some(rid) = attr(&e, b"r:id") {
                     ids.push(rid);
                     if ids.len() > MAX_SLIDES {
@@ -154,7 +150,7 @@ fn read_shapes(xml: &[u8], limits: &ParseLimits, notes: bool) -> Result<Shapes> 
         let empty = matches!(event, Event::Empty(_));
         match &event {
             Event::Start(e) | Event::Empty(e) => {
-                match local(e.name().as_ref()) {
+                match e.local_name().as_ref() {
                     b"sp" | b"graphicFrame" if !empty => {
                         roles.push(if notes { Role::Skip } else { Role::Text });
                         paras.clear();
@@ -198,7 +194,7 @@ fn read_shapes(xml: &[u8], limits: &ParseLimits, notes: bool) -> Result<Shapes> 
                     s.push_str(&text);
                 }
             }
-            Event::End(e) => match local(e.name().as_ref()) {
+            Event::End(e) => match e.local_name().as_ref() {
                 b"t" => in_t = false,
                 b"p" => {
                     let Some((lvl, s)) = para.take() else { continue };

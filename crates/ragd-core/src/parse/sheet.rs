@@ -195,19 +195,7 @@ pub(super) fn workbook_document(title: Option<String>, sheets: Vec<Sheet>, limit
         render_table(&sheet.rows, &mut text);
         limits.check_text(text.len())?;
         limits.check_time()?;
-        // Char offsets: the separator before this sheet belongs to no sheet.
-        let added = &text[before..];
-        let sep = added.len() - added.trim_start_matches('\n').len();
-        let start = chars + added[..sep].chars().count();
-        chars += added.chars().count();
-        pages.push(PageSpan {
-            page: (i + 1) as u32,
-            char_start: start,
-            char_end: chars,
-            unit: SpanUnit::Sheet,
-            name: Some(name),
-            ocr: false,
-        });
+        pages.push(PageSpan::appended(&text, before, &mut chars, (i + 1) as u32, SpanUnit::Sheet, Some(name)));
     }
     Ok(ParsedDocument { title, text, markdown: true, pages, attachments: Vec::new() })
 }

@@ -9,7 +9,7 @@ use quick_xml::events::Event;
 
 use super::sheet::{MAX_SHEET_COLUMNS, MAX_SHEETS, MAX_TABLE_CELLS, Sheet, too_many_sheets, too_wide, workbook_document};
 use super::zipdoc::{ZipDoc, relationships, resolve_part};
-use super::{Meter, ParsedDocument, attr, local};
+use super::{Meter, ParsedDocument, attr};
 use crate::error::{Error, Result};
 
 pub(super) fn parse_xlsx(bytes: &[u8], meter: &mut Meter<'_>) -> Result<ParsedDocument> {
@@ -56,7 +56,7 @@ fn workbook_sheets(xml: &[u8]) -> Result<(Vec<(String, String)>, bool)> {
     let mut date1904 = false;
     loop {
         match reader.read_event() {
-            Ok(Event::Start(e)) | Ok(Event::Empty(e)) => match local(e.name().as_ref()) {
+            Ok(Event::Start(e)) | Ok(Event::Empty(e)) => match e.local_name().as_ref() {
                 b"sheet" => {
                     if let (Some(name), Some(rid)) = (attr(&e, b"name"), attr(&e, b"r:id")) {
                         sheets.push((name, rid));
@@ -92,17 +92,17 @@ fn shared_strings(xml: &[u8], max_depth: usize) -> Result<Vec<String>> {
                 if depth > max_depth {
                     return Err(Error::limit("document_too_complex", "xl/sharedStrings.xml nests too deep (ingest.max_nesting_depth)"));
                 }
-                match local(e.name().as_ref()) {
+                match e.local_name().as_ref() {
                     b"si" => current = Some(String::new()),
                     b"t" => in_t = true,
                     b"rPh" => in_phonetic = true,
                     _ => {}
                 }
             }
-            Ok(Event::Empty(e)) if local(e.name().as_ref()) == b"si" => {
+            Ok(Event::Empty(e)) if e.local_name().as_ref() == b"si" => {
                 out.push(String::new());
                 if out.len() > MAX_TABLE_CELLS {
-                    return Err(Error::limit("document_too_large", format!("the workbook has more than {MAX_TABLE_CELLS} shared strings")));
+                    return Err(too_many_strings());
                 }
             }
             Ok(Event::Text(t)) if in_t && !in_phonetic => {
@@ -112,11 +112,11 @@ fn shared_strings(xml: &[u8], max_depth: usize) -> Result<Vec<String>> {
             }
             Ok(Event::End(e)) => {
                 depth = depth.saturating_sub(1);
-                match local(e.name().as_ref()) {
+                match e.local_name().as_ref() {
                     b"si" => {
                         out.push(current.take().unwrap_or_default());
                         if out.len() > MAX_TABLE_CELLS {
-                            return Err(Error::limit("document_too_large", format!("the workbook has more than {MAX_TABLE_CELLS} shared strings")));
+                            return Err(too_many_strings());
                         }
                     }
                     b"t" => in_t = false,
@@ -132,6 +132,10 @@ fn shared_strings(xml: &[u8], max_depth: usize) -> Result<Vec<String>> {
     Ok(out)
 }
 
+fn too_many_strings() -> Error {
+    Error::limit("document_too_large", format!("the workbook has more than {MAX_TABLE_CELLS} shared strings"))
+}
+
 /// For each cell format (`<cellXfs>` entry, by index), whether it shows a number as a date.
 fn date_styles(xml: &[u8]) -> Vec<bool> {
     let mut reader = Reader::from_reader(xml);
@@ -140,7 +144,7 @@ fn date_styles(xml: &[u8]) -> Vec<bool> {
     let mut in_cell_xfs = false;
     loop {
         match reader.read_event() {
-            Ok(Event::Start(e)) | Ok(Event::Empty(e)) => match local(e.name().as_ref()) {
+            Ok(Event::Start(e)) | Ok(Event::Empty(e)) => match e.local_name().as_ref() {
                 b"numFmt" => {
                     if let (Some(id), Some(code)) = (attr(&e, b"numFmtId").and_then(|v| v.parse().ok()), attr(&e, b"formatCode")) {
                         custom.insert(id, is_date_format(&code));
@@ -158,7 +162,7 @@ fn date_styles(xml: &[u8]) -> Vec<bool> {
                 }
                 _ => {}
             },
-            Ok(Event::End(e)) if local(e.name().as_ref()) == b"cellXfs" => in_cell_xfs = false,
+            Ok(Event::End(e)) if e.local_name().as_ref() == b"cellXfs" => in_cell_xfs = false,
             Ok(Event::Eof) | Err(_) => break,
             _ => {}
         }
@@ -258,7 +262,7 @@ fn read_sheet(xml: &[u8], cells: &Cells<'_>, limits: &super::ParseLimits, cells_
                 if depth > limits.max_depth {
                     return Err(limits.too_deep(".xlsx XML"));
                 }
-                match local(e.name().as_ref()) {
+                match e.local_name().as_ref() {
                     b"row" => row.clear(),
                     b"c" => {
                         let col = attr(&e, b"r").and_then(|r| column_of(&r)).unwrap_or(row.len());
@@ -280,7 +284,7 @@ fn read_sheet(xml: &[u8], cells: &Cells<'_>, limits: &super::ParseLimits, cells_
             }
             Event::End(e) => {
                 depth = depth.saturating_sub(1);
-                match local(e.name().as_ref()) {
+                match e.local_name().as_ref() {
                     b"v" => in_v = false,
                     b"t" => in_inline_t = false,
                     b"c" => {

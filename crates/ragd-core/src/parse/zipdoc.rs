@@ -8,7 +8,7 @@ use std::io::Cursor;
 use quick_xml::Reader;
 use quick_xml::events::Event;
 
-use super::{MAX_DOCX_PART_BYTES, Meter, attr, local, read_zip_part};
+use super::{MAX_DOCX_PART_BYTES, Meter, attr, read_zip_part};
 use crate::error::{Error, Result};
 
 /// Entries an archive may list; more: 422 `document_too_complex` (a real document has dozens to
@@ -54,7 +54,7 @@ pub(super) fn relationships(xml: &[u8]) -> HashMap<String, (String, String)> {
     let mut map = HashMap::new();
     loop {
         match reader.read_event() {
-            Ok(Event::Start(e)) | Ok(Event::Empty(e)) if local(e.name().as_ref()) == b"Relationship" => {
+            Ok(Event::Start(e)) | Ok(Event::Empty(e)) if e.local_name().as_ref() == b"Relationship" => {
                 if let (Some(id), Some(target)) = (attr(&e, b"Id"), attr(&e, b"Target")) {
                     let kind = attr(&e, b"Type").unwrap_or_default();
                     map.insert(id, (kind, target));
