@@ -14,7 +14,7 @@ pub(super) const MAX_SHEET_COLUMNS: usize = 1_024;
 pub(super) const MAX_SHEETS: usize = 256;
 /// Cells (up to each row's last one with content) one document's tables may hold; more: 422
 /// `document_too_large`. Rows are padded to their last cell, so without it 100,000 rows of two
-/// cells at A and AMJ — 4 MB of XML — would hold 100 million cells in memory.
+/// cells at A and AMJ — 5.7 MB of XML — would hold 100 million cells in memory.
 pub(super) const MAX_TABLE_CELLS: usize = 4_000_000;
 /// A block of rows ends once its text reaches this many bytes, and the next block starts with the
 /// header again: about one chunk of the default size (256 tokens).
